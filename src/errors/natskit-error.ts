@@ -1,0 +1,108 @@
+/**
+ * Every error code natskit raises. Codes are stable strings that read well in JSON logs.
+ */
+export const ErrorCode = {
+  /** An options object or field is invalid; the message names the field. */
+  INVALID_OPTIONS: 'INVALID_OPTIONS',
+  /** The service graph has a cycle; the message names it (`A -> B -> A`). */
+  DEPENDENCY_CYCLE: 'DEPENDENCY_CYCLE',
+  /** A service depends on a token nobody registered; the message names both. */
+  DEPENDENCY_MISSING: 'DEPENDENCY_MISSING',
+  /** A service's `start()` threw or rejected; `cause` is what it threw. */
+  SERVICE_START_FAILED: 'SERVICE_START_FAILED',
+  /** A service's `start()` overran its `startTimeoutMs`; its signal was aborted. */
+  SERVICE_START_TIMEOUT: 'SERVICE_START_TIMEOUT',
+  /** A service's `stop()` threw or rejected; `cause` is what it threw. */
+  SERVICE_STOP_FAILED: 'SERVICE_STOP_FAILED',
+  /** A service's `stop()` overran its `stopTimeoutMs` or the shutdown budget. */
+  SERVICE_STOP_TIMEOUT: 'SERVICE_STOP_TIMEOUT',
+  /** Stopping the manager failed; `errors` holds one error per failed stop step. */
+  SHUTDOWN_FAILED: 'SHUTDOWN_FAILED',
+  /** `get()` asked for a token that is not registered. */
+  SERVICE_NOT_FOUND: 'SERVICE_NOT_FOUND',
+  /** The call is not allowed in the object's current state (e.g. a scope after disposal). */
+  INVALID_STATE: 'INVALID_STATE',
+  /** The test harness could not start or control a nats-server. */
+  TEST_SERVER_FAILED: 'TEST_SERVER_FAILED',
+} as const;
+
+/** One of the {@link ErrorCode} strings. */
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+const brand = Symbol.for('natskit.error');
+
+/** Fields an error can carry beside its message. */
+export interface NatskitErrorOptions {
+  /** The underlying error. */
+  cause?: unknown;
+  /** The service (token name) the error is about. */
+  service?: string;
+  /** Extra structured detail for logs and callers. */
+  details?: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * The one error class of natskit. Tell errors apart by {@link NatskitError.code}, never by message.
+ *
+ * @example
+ * ```ts
+ * try { await ServiceManager.start(options) }
+ * catch (err) { if (NatskitError.is(err, 'SERVICE_START_TIMEOUT')) console.error(err.service) }
+ * ```
+ */
+export class NatskitError extends Error {
+  /** What went wrong, as a stable string. */
+  readonly code: ErrorCode;
+  /** The service (token name) the error is about, when there is one. */
+  readonly service: string | undefined;
+  /** Extra structured detail. */
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+  readonly [brand] = true;
+
+  constructor(code: ErrorCode, message: string, options: NatskitErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'NatskitError';
+    this.code = code;
+    this.service = options.service;
+    this.details = options.details;
+  }
+
+  /**
+   * True when `err` is a natskit error (from any copy of the package), and, when `code` is
+   * given, has that code.
+   */
+  static is(err: unknown, code?: ErrorCode): err is NatskitError {
+    if (typeof err !== 'object' || err === null || (err as { [brand]?: unknown })[brand] !== true) {
+      return false;
+    }
+    return code === undefined || (err as NatskitError).code === code;
+  }
+}
+
+/**
+ * Several failures gathered into one error (every failed stop step of a shutdown, say). It is
+ * a real `AggregateError` (`errors` holds each failure, in order) and carries a natskit `code`,
+ * so `NatskitError.is(err, 'SHUTDOWN_FAILED')` works on it.
+ */
+export class NatskitAggregateError extends AggregateError {
+  /** What went wrong, as a stable string. */
+  readonly code: ErrorCode;
+  /** The service the error is about, when there is one. */
+  readonly service: string | undefined;
+  /** Extra structured detail. */
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+  readonly [brand] = true;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    errors: readonly unknown[],
+    options: NatskitErrorOptions = {},
+  ) {
+    super(errors, message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'NatskitAggregateError';
+    this.code = code;
+    this.service = options.service;
+    this.details = options.details;
+  }
+}

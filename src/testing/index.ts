@@ -1,0 +1,19 @@
+/**
+ * `natskit/testing`: real nats-server processes for tests, single node or a cluster.
+ * @packageDocumentation
+ */
+export type {
+  NatsClusterHandle,
+  NatsClusterOptions,
+} from './nats-cluster.js';
+export { startNatsCluster } from './nats-cluster.js';
+export type {
+  NatsServerAuth,
+  NatsServerHandle,
+  NatsServerOptions,
+  NatsServerStopOptions,
+  NatsServerTls,
+} from './nats-server.js';
+export { startNatsServer } from './nats-server.js';
+export type { NatsServerBinary, NatsServerVersion } from './server-binary.js';
+export { findNatsServerBinary } from './server-binary.js';
