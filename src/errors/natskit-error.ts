@@ -18,6 +18,8 @@ export const ErrorCode = {
   SERVICE_STOP_TIMEOUT: 'SERVICE_STOP_TIMEOUT',
   /** Stopping the manager failed; `errors` holds one error per failed stop step. */
   SHUTDOWN_FAILED: 'SHUTDOWN_FAILED',
+  /** Disposing a scope's services failed; `errors` holds each failure. */
+  SCOPE_DISPOSE_FAILED: 'SCOPE_DISPOSE_FAILED',
   /** `get()` asked for a token that is not registered. */
   SERVICE_NOT_FOUND: 'SERVICE_NOT_FOUND',
   /** The call is not allowed in the object's current state (e.g. a scope after disposal). */

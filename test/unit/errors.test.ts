@@ -10,6 +10,7 @@ describe('NatskitError', () => {
         'DEPENDENCY_MISSING',
         'INVALID_OPTIONS',
         'INVALID_STATE',
+        'SCOPE_DISPOSE_FAILED',
         'SERVICE_NOT_FOUND',
         'SERVICE_START_FAILED',
         'SERVICE_START_TIMEOUT',

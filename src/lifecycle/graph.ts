@@ -1,0 +1,111 @@
+import { ClassElementMetadataKind, getClassMetadata } from '@inversifyjs/core';
+import { LazyServiceIdentifier } from 'inversify';
+import { NatskitError } from '../errors/natskit-error.js';
+import { type ServiceRegistration, type ServiceToken, tokenName } from './service.js';
+
+/** A node of the service graph: a registration and the tokens it needs started first. */
+export interface GraphNode {
+  readonly registration: ServiceRegistration;
+  readonly name: string;
+  /** Registered services this one depends on (declared or injected). */
+  readonly dependsOn: readonly ServiceToken[];
+}
+
+function unwrap(id: unknown): unknown {
+  return id instanceof LazyServiceIdentifier ? id.unwrap() : id;
+}
+
+/** Tokens a class receives through `@inject` (constructor parameters and properties). */
+function injectedTokens(
+  registration: ServiceRegistration,
+): { token: unknown; optional: boolean }[] {
+  if (!('useClass' in registration) || typeof registration.useClass !== 'function') return [];
+  let metadata: ReturnType<typeof getClassMetadata>;
+  try {
+    metadata = getClassMetadata(registration.useClass);
+  } catch {
+    return [];
+  }
+  const elements = [...metadata.constructorArguments, ...metadata.properties.values()];
+  return elements.flatMap((el) =>
+    el.kind === ClassElementMetadataKind.unmanaged
+      ? []
+      : [{ token: unwrap(el.value), optional: el.optional }],
+  );
+}
+
+/**
+ * Builds the dependency graph and returns it in levels: every service of a level depends only
+ * on services of earlier levels, so a level can start concurrently.
+ *
+ * @param provided tokens the manager binds itself (the logger...): valid dependencies that are
+ * not services.
+ * @throws NatskitError `DEPENDENCY_MISSING` naming who asked for what, `DEPENDENCY_CYCLE`
+ * naming the cycle.
+ */
+export function planLevels(
+  registrations: readonly ServiceRegistration[],
+  provided: ReadonlySet<unknown>,
+): GraphNode[][] {
+  const byToken = new Map<unknown, GraphNode>();
+  for (const registration of registrations) {
+    const deps = new Set<ServiceToken>();
+    for (const dep of registration.dependsOn ?? []) {
+      if (!provided.has(dep)) deps.add(dep);
+      if (!provided.has(dep) && !registrations.some((r) => r.token === dep)) {
+        throw missing(registration.token, dep, 'dependsOn');
+      }
+    }
+    for (const { token, optional } of injectedTokens(registration)) {
+      if (provided.has(token)) continue;
+      if (registrations.some((r) => r.token === token)) deps.add(token as ServiceToken);
+      else if (!optional) throw missing(registration.token, token, '@inject');
+    }
+    byToken.set(registration.token, {
+      registration,
+      name: tokenName(registration.token),
+      dependsOn: [...deps],
+    });
+  }
+  findCycle(byToken);
+
+  const levels: GraphNode[][] = [];
+  const placed = new Set<unknown>();
+  while (placed.size < byToken.size) {
+    const level = [...byToken.values()].filter(
+      (n) => !placed.has(n.registration.token) && n.dependsOn.every((d) => placed.has(d)),
+    );
+    for (const n of level) placed.add(n.registration.token);
+    levels.push(level);
+  }
+  return levels;
+}
+
+function missing(who: unknown, what: unknown, how: string): NatskitError {
+  return new NatskitError(
+    'DEPENDENCY_MISSING',
+    `${tokenName(who)} depends on ${tokenName(what)} (${how}), which is not registered`,
+    { service: tokenName(who), details: { missing: tokenName(what) } },
+  );
+}
+
+/** Depth-first search; throws on the first cycle with its path `A -> B -> A`. */
+function findCycle(byToken: ReadonlyMap<unknown, GraphNode>): void {
+  const done = new Set<unknown>();
+  const path: unknown[] = [];
+  const visit = (token: unknown): void => {
+    if (done.has(token)) return;
+    const at = path.indexOf(token);
+    if (at >= 0) {
+      const cycle = [...path.slice(at), token].map(tokenName);
+      throw new NatskitError('DEPENDENCY_CYCLE', `dependency cycle: ${cycle.join(' -> ')}`, {
+        details: { cycle },
+      });
+    }
+    path.push(token);
+    for (const dep of byToken.get(token)?.dependsOn ?? []) visit(dep);
+    path.pop();
+    done.add(token);
+  };
+  for (const token of byToken.keys()) visit(token);
+}

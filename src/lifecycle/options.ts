@@ -1,0 +1,115 @@
+import { NatskitError } from '../errors/natskit-error.js';
+import { LOG_LEVELS, type LoggerOption } from '../logging/logger.js';
+import type { ScopedRegistration, ServiceRegistration } from './service.js';
+
+/** Options of {@link ServiceManager.start}. */
+export interface ServiceManagerOptions {
+  /** The services to boot, in any order: the dependency graph decides the order. */
+  readonly services?: readonly ServiceRegistration[];
+  /** Per-scope services: one instance per `createScope()`, disposed with the scope. */
+  readonly scoped?: readonly ScopedRegistration[];
+  /** A pino logger, or options for the one natskit creates. */
+  readonly logger?: LoggerOption;
+  /** Default deadline of each service's `start`. @defaultValue 30000 */
+  readonly startTimeoutMs?: number;
+  /** Default deadline of each service's `stop`. @defaultValue 10000 */
+  readonly stopTimeoutMs?: number;
+  /** Budget for the whole stop, every service included. @defaultValue 30000 */
+  readonly shutdownTimeoutMs?: number;
+  /**
+   * Stop on SIGTERM/SIGINT and exit the process (0 when the stop succeeded, 1 when not); a second
+   * signal exits at once. Without it no signal listener is installed. @defaultValue false
+   */
+  readonly handleSignals?: boolean;
+  /** Aborting it abandons the boot: what started is stopped and `start` rejects. */
+  readonly signal?: AbortSignal;
+}
+
+/** The defaults of {@link ServiceManagerOptions}. */
+export const MANAGER_DEFAULTS = Object.freeze({
+  startTimeoutMs: 30_000,
+  stopTimeoutMs: 10_000,
+  shutdownTimeoutMs: 30_000,
+  handleSignals: false,
+});
+
+/** Options with the defaults filled in. */
+export interface ResolvedManagerOptions {
+  readonly services: readonly ServiceRegistration[];
+  readonly scoped: readonly ScopedRegistration[];
+  readonly logger: LoggerOption;
+  readonly startTimeoutMs: number;
+  readonly stopTimeoutMs: number;
+  readonly shutdownTimeoutMs: number;
+  readonly handleSignals: boolean;
+  readonly signal: AbortSignal | undefined;
+}
+
+function invalid(field: string, why: string): NatskitError {
+  return new NatskitError('INVALID_OPTIONS', `options.${field} ${why}`, { details: { field } });
+}
+
+/** Checks a duration: a positive finite number of milliseconds. */
+export function checkMs(field: string, value: unknown): void {
+  if (value === undefined) return;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw invalid(field, `must be a positive number of milliseconds, got ${String(value)}`);
+  }
+}
+
+function checkRegistrations(field: string, list: unknown, timed: boolean): void {
+  if (list === undefined) return;
+  if (!Array.isArray(list)) throw invalid(field, 'must be an array');
+  const seen = new Set<unknown>();
+  list.forEach((r: Partial<ServiceRegistration> | undefined, i) => {
+    const at = `${field}[${i}]`;
+    if (typeof r !== 'object' || r === null) throw invalid(at, 'must be an object');
+    const t = typeof r.token;
+    if (t !== 'symbol' && t !== 'function' && t !== 'string') {
+      throw invalid(`${at}.token`, 'must be a token (symbol), a class or a string');
+    }
+    if (seen.has(r.token)) throw invalid(`${at}.token`, 'is registered twice');
+    seen.add(r.token);
+    const kinds = ['useClass', 'useFactory', 'useValue'].filter((k) => k in r);
+    if (kinds.length !== 1)
+      throw invalid(at, 'must have exactly one of useClass, useFactory, useValue');
+    if ('useClass' in r && typeof r.useClass !== 'function')
+      throw invalid(`${at}.useClass`, 'must be a class');
+    if ('useFactory' in r && typeof r.useFactory !== 'function') {
+      throw invalid(`${at}.useFactory`, 'must be a function');
+    }
+    if (timed) {
+      if (r.dependsOn !== undefined && !Array.isArray(r.dependsOn))
+        throw invalid(`${at}.dependsOn`, 'must be an array');
+      checkMs(`${at}.startTimeoutMs`, r.startTimeoutMs);
+      checkMs(`${at}.stopTimeoutMs`, r.stopTimeoutMs);
+    }
+  });
+}
+
+/** Validates the options once and fills in the defaults; never mutates the caller's object. */
+export function resolveManagerOptions(options: ServiceManagerOptions): ResolvedManagerOptions {
+  if (typeof options !== 'object' || options === null) throw invalid('', 'must be an object');
+  checkRegistrations('services', options.services, true);
+  checkRegistrations('scoped', options.scoped, false);
+  checkMs('startTimeoutMs', options.startTimeoutMs);
+  checkMs('stopTimeoutMs', options.stopTimeoutMs);
+  checkMs('shutdownTimeoutMs', options.shutdownTimeoutMs);
+  const logger = options.logger ?? {};
+  const level = (logger as { level?: unknown }).level;
+  if (
+    typeof (logger as { child?: unknown }).child !== 'function' &&
+    level !== undefined &&
+    !LOG_LEVELS.includes(String(level))
+  ) {
+    throw invalid('logger.level', `must be one of ${LOG_LEVELS.join(', ')}, got ${String(level)}`);
+  }
+  return {
+    ...MANAGER_DEFAULTS,
+    ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
+    services: [...(options.services ?? [])],
+    scoped: [...(options.scoped ?? [])],
+    logger,
+    signal: options.signal,
+  } as ResolvedManagerOptions;
+}

@@ -1,0 +1,72 @@
+import { type DestinationStream, type Level, type Logger, pino } from 'pino';
+
+/** Keys whose values never reach a log line, at any of the first four levels of nesting. */
+const SECRET_KEYS = [
+  'password',
+  'pass',
+  'token',
+  'authToken',
+  'auth_token',
+  'secret',
+  'seed',
+  'nkey',
+  'nkeySeed',
+  'creds',
+  'credentials',
+  'jwt',
+  'authorization',
+  'Authorization',
+  'authenticator',
+];
+
+/** The pino redaction paths natskit configures on every logger it uses. */
+export const REDACT_PATHS: readonly string[] = SECRET_KEYS.flatMap((key) => [
+  key,
+  `*.${key}`,
+  `*.*.${key}`,
+  `*.*.*.${key}`,
+]);
+
+const REDACT = { paths: [...REDACT_PATHS], censor: '[redacted]' };
+
+/** Options for the logger natskit creates. */
+export interface LoggerOptions {
+  /** @defaultValue 'info' */
+  readonly level?: Level | 'silent';
+  /** Where lines go: a pino destination stream, a file path, or a file descriptor. @defaultValue stdout */
+  readonly destination?: DestinationStream | string | number;
+}
+
+/** Either a pino logger of the user's (natskit adds its redaction to a child of it) or options. */
+export type LoggerOption = Logger | LoggerOptions;
+
+/** The log levels pino accepts, for validation. */
+export const LOG_LEVELS: readonly string[] = [
+  'fatal',
+  'error',
+  'warn',
+  'info',
+  'debug',
+  'trace',
+  'silent',
+];
+
+function isLogger(value: LoggerOption): value is Logger {
+  return (
+    typeof (value as Logger).child === 'function' && typeof (value as Logger).info === 'function'
+  );
+}
+
+/**
+ * The root logger of a ServiceManager. Secrets (passwords, tokens, nkey seeds, creds, JWTs,
+ * authorization headers) are redacted here, once, for every line any service logs.
+ */
+export function createRootLogger(option: LoggerOption = {}): Logger {
+  if (isLogger(option)) return option.child({}, { redact: REDACT });
+  const destination =
+    typeof option.destination === 'string' || typeof option.destination === 'number'
+      ? pino.destination({ dest: option.destination, sync: true })
+      : option.destination;
+  const options = { level: option.level ?? 'info', redact: REDACT };
+  return destination ? pino(options, destination) : pino(options);
+}
