@@ -6,6 +6,16 @@
 export { inject, injectable } from 'inversify';
 export type { EnvConfig, NatsEnvConfig } from './config/from-env.js';
 export { fromEnv } from './config/from-env.js';
+export type { Capabilities, Feature } from './connection/capabilities.js';
+export { FEATURES } from './connection/capabilities.js';
+export type {
+  CloseResult,
+  ConnectionState,
+  ConnectionStatus,
+} from './connection/connection-service.js';
+export { ConnectionService } from './connection/connection-service.js';
+export type { ConnectionOptions, ConnectionTlsOptions } from './connection/options.js';
+export { CONNECTION_DEFAULTS, CONNECTION_OPTIONS } from './connection/options.js';
 export type { NatskitErrorOptions } from './errors/natskit-error.js';
 export { ErrorCode, NatskitAggregateError, NatskitError } from './errors/natskit-error.js';
 export type { ServiceManagerOptions } from './lifecycle/options.js';
@@ -23,6 +33,18 @@ export type {
 } from './lifecycle/service.js';
 export { createToken } from './lifecycle/service.js';
 export type { ManagerState } from './lifecycle/service-manager.js';
-export { LOGGER, SERVICE_MANAGER, ServiceManager } from './lifecycle/service-manager.js';
+export { ServiceManager } from './lifecycle/service-manager.js';
+export { LOGGER, SERVICE_MANAGER } from './lifecycle/tokens.js';
 export type { LoggerOption, LoggerOptions } from './logging/logger.js';
 export { REDACT_PATHS } from './logging/logger.js';
+export type { RetryOptions } from './retry/retry.js';
+export { isTransient, RETRY_DEFAULTS } from './retry/retry.js';
+export type { ConfigDifference } from './stream/stream-config.js';
+export type {
+  EnsureStreamResult,
+  PublishExpectations,
+  PublishOptions,
+  StreamHealth,
+} from './stream/stream-service.js';
+export { StreamService } from './stream/stream-service.js';
+export type { Job, Worker, WorkerOptions, WorkerProgress, WorkerStats } from './stream/worker.js';

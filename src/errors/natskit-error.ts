@@ -24,6 +24,26 @@ export const ErrorCode = {
   SERVICE_NOT_FOUND: 'SERVICE_NOT_FOUND',
   /** The call is not allowed in the object's current state (e.g. a scope after disposal). */
   INVALID_STATE: 'INVALID_STATE',
+  /** Connecting to NATS failed (servers unreachable, TLS, timeout). */
+  CONNECTION_FAILED: 'CONNECTION_FAILED',
+  /** The server refused the credentials. The message never contains them. */
+  AUTH_FAILED: 'AUTH_FAILED',
+  /** The server lacks a feature; the message names it and the minimum server version. */
+  CAPABILITY_MISSING: 'CAPABILITY_MISSING',
+  /** A stream exists with a configuration that cannot be changed to the one asked for. */
+  STREAM_CONFIG_CONFLICT: 'STREAM_CONFIG_CONFLICT',
+  /** A durable consumer exists with a configuration that cannot be changed to the one asked for. */
+  CONSUMER_CONFIG_CONFLICT: 'CONSUMER_CONFIG_CONFLICT',
+  /** The stream does not exist. */
+  STREAM_NOT_FOUND: 'STREAM_NOT_FOUND',
+  /** A publish expectation (last sequence, last subject sequence, last message id) did not hold. */
+  EXPECTATION_FAILED: 'EXPECTATION_FAILED',
+  /** A publish failed for a reason that is not transient; `cause` is the client's error. */
+  PUBLISH_FAILED: 'PUBLISH_FAILED',
+  /** NATS stayed unavailable (timeouts, no responders, reconnecting) through every retry. */
+  NATS_UNAVAILABLE: 'NATS_UNAVAILABLE',
+  /** The operation was aborted through its `AbortSignal`. */
+  ABORTED: 'ABORTED',
   /** The test harness could not start or control a nats-server. */
   TEST_SERVER_FAILED: 'TEST_SERVER_FAILED',
 } as const;

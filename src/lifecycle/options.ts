@@ -1,3 +1,6 @@
+import { fromEnv } from '../config/from-env.js';
+import { checkMs } from '../config/validate.js';
+import { type ConnectionOptions, resolveConnectionOptions } from '../connection/options.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { LOG_LEVELS, type LoggerOption } from '../logging/logger.js';
 import type { ScopedRegistration, ServiceRegistration } from './service.js';
@@ -23,6 +26,16 @@ export interface ServiceManagerOptions {
   readonly handleSignals?: boolean;
   /** Aborting it abandons the boot: what started is stopped and `start` rejects. */
   readonly signal?: AbortSignal;
+  /**
+   * Connect to NATS: registers ConnectionService and StreamService (in that dependency order)
+   * unless you registered them yourself.
+   */
+  readonly nats?: ConnectionOptions;
+  /**
+   * Read `NATS_URL` and the other variables of {@link fromEnv}; explicit options win. With
+   * `NATS_URL` set this connects to NATS as `nats` does. @defaultValue false
+   */
+  readonly env?: boolean;
 }
 
 /** The defaults of {@link ServiceManagerOptions}. */
@@ -43,18 +56,11 @@ export interface ResolvedManagerOptions {
   readonly shutdownTimeoutMs: number;
   readonly handleSignals: boolean;
   readonly signal: AbortSignal | undefined;
+  readonly nats: ConnectionOptions | undefined;
 }
 
 function invalid(field: string, why: string): NatskitError {
   return new NatskitError('INVALID_OPTIONS', `options.${field} ${why}`, { details: { field } });
-}
-
-/** Checks a duration: a positive finite number of milliseconds. */
-export function checkMs(field: string, value: unknown): void {
-  if (value === undefined) return;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw invalid(field, `must be a positive number of milliseconds, got ${String(value)}`);
-  }
 }
 
 function checkRegistrations(field: string, list: unknown, timed: boolean): void {
@@ -95,7 +101,10 @@ export function resolveManagerOptions(options: ServiceManagerOptions): ResolvedM
   checkMs('startTimeoutMs', options.startTimeoutMs);
   checkMs('stopTimeoutMs', options.stopTimeoutMs);
   checkMs('shutdownTimeoutMs', options.shutdownTimeoutMs);
-  const logger = options.logger ?? {};
+  const env = options.env === true ? fromEnv() : {};
+  const nats = options.nats || env.nats ? { ...env.nats, ...options.nats } : undefined;
+  if (nats) resolveConnectionOptions(nats); // fails here, before anything starts
+  const logger = options.logger ?? env.logger ?? {};
   const level = (logger as { level?: unknown }).level;
   if (
     typeof (logger as { child?: unknown }).child !== 'function' &&
@@ -111,5 +120,6 @@ export function resolveManagerOptions(options: ServiceManagerOptions): ResolvedM
     scoped: [...(options.scoped ?? [])],
     logger,
     signal: options.signal,
+    nats,
   } as ResolvedManagerOptions;
 }

@@ -1,8 +1,11 @@
 import { performance } from 'node:perf_hooks';
 import { Container } from 'inversify';
 import type { Logger } from 'pino';
+import { ConnectionService } from '../connection/connection-service.js';
+import { CONNECTION_OPTIONS } from '../connection/options.js';
 import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js';
 import { createRootLogger } from '../logging/logger.js';
+import { StreamService } from '../stream/stream-service.js';
 import { type GraphNode, planLevels } from './graph.js';
 import {
   type ResolvedManagerOptions,
@@ -10,20 +13,27 @@ import {
   type ServiceManagerOptions,
 } from './options.js';
 import { type Scope, type ScopeOptions, ServiceScope } from './scope.js';
-import { createToken, type Service, type ServiceToken, type Token, tokenName } from './service.js';
+import { type Service, type ServiceRegistration, type ServiceToken, tokenName } from './service.js';
 import { installSignalHandlers } from './signals.js';
+import { LOGGER, SERVICE_MANAGER } from './tokens.js';
 
 /** Where a ServiceManager is in its life. */
 export type ManagerState = 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
 
-/** Token of the manager's root logger (pino, secrets redacted). */
-export const LOGGER: Token<Logger> = createToken<Logger>('Logger');
-/** Token of the ServiceManager itself. */
-export const SERVICE_MANAGER: Token<ServiceManager> = createToken<ServiceManager>('ServiceManager');
-
 interface Started {
   readonly node: GraphNode;
   readonly instance: Service;
+}
+
+/** Adds the built-in NATS services when `nats` is configured and the user did not register them. */
+function withBuiltins(o: ResolvedManagerOptions): ResolvedManagerOptions {
+  if (!o.nats) return o;
+  const has = (token: unknown) => o.services.some((r) => r.token === token);
+  const builtins: ServiceRegistration[] = [];
+  if (!has(ConnectionService))
+    builtins.push({ token: ConnectionService, useClass: ConnectionService });
+  if (!has(StreamService)) builtins.push({ token: StreamService, useClass: StreamService });
+  return { ...o, services: [...builtins, ...o.services] };
 }
 
 /** Resolves with `'timeout'` after `ms`, unless cleared. */
@@ -74,15 +84,22 @@ export class ServiceManager implements AsyncDisposable {
    * Validates the options, plans the dependency graph (a cycle or a missing dependency fails
    * here, before anything starts), then starts the services level by level.
    *
-   * @throws NatskitError `INVALID_OPTIONS`, `DEPENDENCY_CYCLE`, `DEPENDENCY_MISSING`, or
-   * `SERVICE_START_FAILED` / `SERVICE_START_TIMEOUT` naming the service after the services that
-   * had started were stopped again (`details.rollbackErrors` holds any stop that failed then).
+   * @throws NatskitError `INVALID_OPTIONS`, `DEPENDENCY_CYCLE`, `DEPENDENCY_MISSING` before
+   * anything starts; after a failed start, once the services that had started were stopped
+   * again: `SERVICE_START_TIMEOUT`, the code of a natskit error the service threw (e.g.
+   * `AUTH_FAILED`), or `SERVICE_START_FAILED` for any other error; `service` names the service,
+   * `cause` is what it threw, `details.rollbackErrors` holds any stop that failed then.
    */
   static async start(options: ServiceManagerOptions = {}): Promise<ServiceManager> {
-    const resolved = resolveManagerOptions(options);
-    const levels = planLevels(resolved.services, new Set<unknown>([LOGGER, SERVICE_MANAGER]));
+    const resolved = withBuiltins(resolveManagerOptions(options));
+    const provided = new Map<unknown, unknown>();
+    if (resolved.nats) provided.set(CONNECTION_OPTIONS, resolved.nats);
+    const levels = planLevels(
+      resolved.services,
+      new Set<unknown>([LOGGER, SERVICE_MANAGER, ...provided.keys()]),
+    );
     const manager = new ServiceManager(resolved);
-    manager.#bind();
+    manager.#bind(provided);
     if (resolved.handleSignals)
       manager.#uninstallSignals = installSignalHandlers(() => manager.stop(), manager.logger);
     const outer = resolved.signal;
@@ -152,9 +169,11 @@ export class ServiceManager implements AsyncDisposable {
     return scope;
   }
 
-  #bind(): void {
+  #bind(provided: ReadonlyMap<unknown, unknown>): void {
     this.#container.bind(LOGGER).toConstantValue(this.logger);
     this.#container.bind(SERVICE_MANAGER).toConstantValue(this);
+    for (const [token, value] of provided)
+      this.#container.bind(token as symbol).toConstantValue(value);
     for (const r of this.#options.services) {
       const bind = this.#container.bind(r.token);
       if ('useClass' in r && r.useClass !== undefined) bind.to(r.useClass).inSingletonScope();
@@ -266,15 +285,15 @@ export class ServiceManager implements AsyncDisposable {
       this.#started.push({ node, instance });
       this.logger.info({ service, ms: Math.round(performance.now() - t0) }, 'service started');
     } catch (err) {
-      if (NatskitError.is(err, 'SERVICE_START_TIMEOUT')) throw err;
-      throw new NatskitError(
-        'SERVICE_START_FAILED',
-        `${service} failed to start: ${message(err)}`,
-        {
-          cause: err,
-          service,
-        },
-      );
+      if (NatskitError.is(err, 'SERVICE_START_TIMEOUT') && err.service === service) throw err;
+      // A natskit error keeps its code (AUTH_FAILED, CAPABILITY_MISSING...), so callers can
+      // branch on it; anything else is SERVICE_START_FAILED. Either way the service is named.
+      const code = NatskitError.is(err) ? err.code : 'SERVICE_START_FAILED';
+      throw new NatskitError(code, `${service} failed to start: ${message(err)}`, {
+        cause: err,
+        service,
+        ...(NatskitError.is(err) && err.details ? { details: err.details } : {}),
+      });
     } finally {
       timer.clear();
       levelSignal.removeEventListener('abort', onLevelAbort);

@@ -1,0 +1,104 @@
+import type { NatsConnection } from '@nats-io/transport-node';
+import { NatskitError } from '../errors/natskit-error.js';
+
+/**
+ * Server features natskit gates on, with the JetStream API level and server version that bring
+ * them. nats-server 2.9.10 accepts newer options and headers without error and ignores them, so
+ * natskit checks these instead of trusting the server to refuse.
+ */
+export const FEATURES = Object.freeze({
+  /** Per-message TTL (`Nats-TTL`), used for per-key TTL in KV. */
+  perKeyTtl: { apiLevel: 1, server: '2.11' },
+  /** `multi_last` direct get: many keys' last values in one request. */
+  multiGet: { apiLevel: 1, server: '2.11' },
+  /** An expectation on another subject (`Nats-Expected-Last-Subject-Sequence-Subject`). */
+  subjectSequenceGuard: { apiLevel: 1, server: '2.11' },
+  /** Atomic batch publish (ADR-50): all messages stored or none. */
+  atomicBatch: { apiLevel: 2, server: '2.12' },
+  /** Distributed counters. */
+  counters: { apiLevel: 2, server: '2.12' },
+  /** Fast-ingest batches and batch commit with `eob`. */
+  fastIngest: { apiLevel: 4, server: '2.14' },
+});
+
+/** A feature name from {@link FEATURES}. */
+export type Feature = keyof typeof FEATURES;
+
+/** What the connected server can do. */
+export interface Capabilities {
+  /** The server's version, e.g. `2.15.1`. */
+  readonly serverVersion: string;
+  readonly serverId: string;
+  readonly serverName: string;
+  /** JetStream enabled for this account. */
+  readonly jetstream: boolean;
+  /** `$JS.API.INFO` `api.level`; 0 when absent (servers before 2.11). */
+  readonly apiLevel: number;
+  /** One flag per {@link FEATURES} entry. */
+  readonly features: Readonly<Record<Feature, boolean>>;
+}
+
+/** Reads the server's version and JetStream API level and derives the feature flags. */
+export async function detectCapabilities(
+  nc: NatsConnection,
+  timeoutMs: number,
+): Promise<Capabilities> {
+  const info = nc.info;
+  let jetstream = false;
+  let apiLevel = 0;
+  try {
+    const reply = await nc.request('$JS.API.INFO', undefined, { timeout: timeoutMs });
+    const body = reply.json<{ api?: { level?: number }; error?: unknown }>();
+    jetstream = body.error === undefined;
+    apiLevel = jetstream ? (body.api?.level ?? 0) : 0;
+  } catch {
+    // no responders: JetStream is not enabled for this account
+  }
+  const features = Object.fromEntries(
+    Object.entries(FEATURES).map(([name, f]) => [name, jetstream && apiLevel >= f.apiLevel]),
+  ) as Record<Feature, boolean>;
+  return {
+    serverVersion: info?.version ?? 'unknown',
+    serverId: info?.server_id ?? 'unknown',
+    serverName: info?.server_name ?? 'unknown',
+    jetstream,
+    apiLevel,
+    features,
+  };
+}
+
+/**
+ * Throws `CAPABILITY_MISSING` naming the feature and the minimum server when `caps` lacks it.
+ * @param what what the caller was doing, for the message (e.g. `a per-key TTL`).
+ */
+export function requireFeature(
+  caps: Capabilities,
+  feature: Feature | 'jetstream',
+  what: string,
+): void {
+  if (feature === 'jetstream') {
+    if (caps.jetstream) return;
+    throw new NatskitError(
+      'CAPABILITY_MISSING',
+      `${what} needs JetStream, which is not enabled on server ${caps.serverName}`,
+      {
+        details: { feature },
+      },
+    );
+  }
+  if (caps.features[feature]) return;
+  const need = FEATURES[feature];
+  throw new NatskitError(
+    'CAPABILITY_MISSING',
+    `${what} needs ${feature} (nats-server >= ${need.server}, JetStream API level >= ${need.apiLevel}); ` +
+      `the server is ${caps.serverVersion} at API level ${caps.apiLevel}`,
+    {
+      details: {
+        feature,
+        minServer: need.server,
+        minApiLevel: need.apiLevel,
+        serverVersion: caps.serverVersion,
+      },
+    },
+  );
+}

@@ -1,0 +1,270 @@
+import {
+  AuthorizationError,
+  connect,
+  type NatsConnection,
+  UserAuthenticationExpiredError,
+} from '@nats-io/transport-node';
+import { inject } from 'inversify';
+import type { Logger } from 'pino';
+import { NatskitError } from '../errors/natskit-error.js';
+import type { HealthCheckResult, Service } from '../lifecycle/service.js';
+import { LOGGER } from '../lifecycle/tokens.js';
+import {
+  type Capabilities,
+  detectCapabilities,
+  type Feature,
+  requireFeature,
+} from './capabilities.js';
+import {
+  CONNECTION_OPTIONS,
+  type ConnectionOptions,
+  redactUrl,
+  resolveConnectionOptions,
+  toClientOptions,
+} from './options.js';
+
+/** The connection's state. */
+export type ConnectionState = 'connected' | 'reconnecting' | 'disconnected' | 'closed';
+
+/** What the connection is doing now; every change is passed to `onStatus` listeners. */
+export interface ConnectionStatus {
+  readonly state: ConnectionState;
+  /** The server announced lame duck mode: it will shut down soon, the client will move. */
+  readonly lameDuck: boolean;
+  /** When `state` was entered (epoch ms). */
+  readonly since: number;
+  /** The server connected to, without credentials. */
+  readonly server: string | undefined;
+}
+
+/** How the connection ended: drained in time, closed after the drain deadline, or not ours. */
+export type CloseResult = 'drained' | 'forced' | 'external';
+
+/**
+ * The NATS connection as a service: connects on start, follows the connection's state and the
+ * server's capabilities, and drains with a deadline on stop. A connection handed in through
+ * `options.connection` is used as is and never closed.
+ */
+export class ConnectionService implements Service {
+  readonly #options: ReturnType<typeof resolveConnectionOptions>;
+  readonly #log: Logger;
+  readonly #listeners = new Set<(status: ConnectionStatus) => void>();
+  #nc: NatsConnection | undefined;
+  #status: ConnectionStatus = {
+    state: 'disconnected',
+    lameDuck: false,
+    since: Date.now(),
+    server: undefined,
+  };
+  #capabilities: Capabilities | undefined;
+  #closeResult: CloseResult | undefined;
+  #statusLoop: Promise<void> = Promise.resolve();
+
+  constructor(
+    @inject(CONNECTION_OPTIONS) options: ConnectionOptions,
+    @inject(LOGGER) logger: Logger,
+  ) {
+    this.#options = resolveConnectionOptions(options);
+    this.#log = logger.child({ service: 'connection' });
+  }
+
+  /** The connection. @throws NatskitError `INVALID_STATE` before start or after stop. */
+  get nc(): NatsConnection {
+    if (!this.#nc || this.#status.state === 'closed') {
+      throw new NatskitError(
+        'INVALID_STATE',
+        'the NATS connection is not open (ConnectionService not started, or stopped)',
+      );
+    }
+    return this.#nc;
+  }
+
+  get status(): ConnectionStatus {
+    return this.#status;
+  }
+
+  /** The connected server's capabilities. @throws NatskitError `INVALID_STATE` before start. */
+  get capabilities(): Capabilities {
+    if (!this.#capabilities)
+      throw new NatskitError('INVALID_STATE', 'capabilities are known once connected');
+    return this.#capabilities;
+  }
+
+  /** How the connection ended, once stopped. */
+  get closeResult(): CloseResult | undefined {
+    return this.#closeResult;
+  }
+
+  /** Throws `CAPABILITY_MISSING` naming the feature and minimum server version when absent. */
+  requireFeature(feature: Feature | 'jetstream', what: string): void {
+    requireFeature(this.capabilities, feature, what);
+  }
+
+  /** Calls `listener` on every status change; returns the function that removes it. */
+  onStatus(listener: (status: ConnectionStatus) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #set(state: ConnectionState, changes: Partial<ConnectionStatus> = {}): void {
+    const lameDuck = changes.lameDuck ?? this.#status.lameDuck;
+    if (state === this.#status.state && lameDuck === this.#status.lameDuck) return;
+    const server = changes.server ?? this.#status.server;
+    this.#status = {
+      state,
+      lameDuck,
+      server,
+      since: state === this.#status.state ? this.#status.since : Date.now(),
+    };
+    const line = { state, lameDuck, server };
+    if (state === 'connected' && !lameDuck) this.#log.info(line, 'nats connection status');
+    else this.#log.warn(line, 'nats connection status');
+    for (const listener of this.#listeners) {
+      try {
+        listener(this.#status);
+      } catch (err) {
+        this.#log.error({ err }, 'status listener threw');
+      }
+    }
+  }
+
+  async start(signal: AbortSignal): Promise<void> {
+    const o = this.#options;
+    if (o.connection) {
+      this.#nc = o.connection;
+    } else {
+      const client = toClientOptions(o);
+      try {
+        this.#nc = await connect(client);
+      } catch (err) {
+        const auth =
+          err instanceof AuthorizationError || err instanceof UserAuthenticationExpiredError;
+        const servers = o.servers.map(redactUrl).join(', ');
+        throw new NatskitError(
+          auth ? 'AUTH_FAILED' : 'CONNECTION_FAILED',
+          auth
+            ? `the NATS server at ${servers} refused the credentials (${err instanceof Error ? err.name : 'error'})`
+            : `could not connect to NATS at ${servers}: ${err instanceof Error ? err.message : String(err)}`,
+          { cause: err },
+        );
+      }
+    }
+    const nc = this.#nc;
+    if (signal.aborted && !o.connection) await nc.close();
+    signal.throwIfAborted();
+    this.#statusLoop = this.#follow(nc);
+    this.#capabilities = await detectCapabilities(nc, o.requestTimeoutMs);
+    this.#set('connected', { server: redactUrl(nc.getServer()) });
+    this.#log.info(
+      {
+        server: this.#status.server,
+        version: this.#capabilities.serverVersion,
+        apiLevel: this.#capabilities.apiLevel,
+      },
+      'connected',
+    );
+  }
+
+  async #follow(nc: NatsConnection): Promise<void> {
+    void nc.closed().then(() => this.#set('closed'));
+    for await (const s of nc.status()) {
+      switch (s.type) {
+        case 'disconnect':
+          this.#set('disconnected', { server: redactUrl(s.server) });
+          break;
+        case 'reconnecting':
+          this.#set('reconnecting');
+          break;
+        case 'reconnect': {
+          const previous = this.#capabilities?.serverId;
+          this.#set('connected', { server: redactUrl(s.server), lameDuck: false });
+          if (nc.info?.server_id !== previous) void this.#redetect(nc);
+          break;
+        }
+        case 'ldm':
+          this.#set(this.#status.state, { lameDuck: true });
+          break;
+        case 'error':
+          this.#log.warn({ err: s.error }, 'nats server error');
+          break;
+        case 'slowConsumer':
+          this.#log.warn({ subject: s.sub.getSubject(), pending: s.pending }, 'slow consumer');
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  async #redetect(nc: NatsConnection): Promise<void> {
+    try {
+      this.#capabilities = await detectCapabilities(nc, this.#options.requestTimeoutMs);
+      this.#log.info(
+        { version: this.#capabilities.serverVersion, apiLevel: this.#capabilities.apiLevel },
+        'reconnected to another server; capabilities read again',
+      );
+    } catch (err) {
+      this.#log.warn({ err }, 'could not read the capabilities of the new server');
+    }
+  }
+
+  /** Drains within `drainTimeoutMs`, then closes; a handed-in connection is left open. */
+  async stop(): Promise<void> {
+    const nc = this.#nc;
+    if (!nc) return;
+    if (this.#options.connection) {
+      this.#closeResult = 'external';
+      return;
+    }
+    if (nc.isClosed()) {
+      this.#closeResult = 'forced';
+      return;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), this.#options.drainTimeoutMs);
+    });
+    const drained = nc.drain().then(
+      () => 'drained' as const,
+      (err: unknown) => {
+        this.#log.warn({ err }, 'drain failed; closing');
+        return 'failed' as const;
+      },
+    );
+    const outcome = await Promise.race([drained, timedOut]);
+    clearTimeout(timer);
+    if (outcome !== 'drained') await nc.close();
+    this.#closeResult = outcome === 'drained' ? 'drained' : 'forced';
+    await this.#statusLoop.catch(() => undefined);
+    this.#set('closed');
+    this.#log.info({ result: this.#closeResult }, 'connection closed');
+  }
+
+  /** `pass` when connected (RTT in ms), `warn` while reconnecting, `fail` otherwise. */
+  async health(): Promise<HealthCheckResult> {
+    const { state, lameDuck } = this.#status;
+    const server = this.#capabilities
+      ? `${this.#capabilities.serverId} (${this.#capabilities.serverVersion})`
+      : 'none';
+    if (state !== 'connected' || !this.#nc) {
+      return {
+        status: state === 'reconnecting' ? 'warn' : 'fail',
+        output: `connection ${state}; last server ${server}`,
+      };
+    }
+    try {
+      const rtt = await this.#nc.rtt();
+      return {
+        status: lameDuck ? 'warn' : 'pass',
+        observedValue: rtt,
+        observedUnit: 'ms',
+        output: `${lameDuck ? 'server in lame duck mode; ' : ''}server ${server}`,
+      };
+    } catch (err) {
+      return {
+        status: 'warn',
+        output: `rtt failed: ${err instanceof Error ? err.message : String(err)}`,
+      };
+    }
+  }
+}

@@ -1,0 +1,185 @@
+import { readFileSync } from 'node:fs';
+import {
+  credsAuthenticator,
+  type NatsConnection,
+  type NodeConnectionOptions,
+  nkeyAuthenticator,
+} from '@nats-io/transport-node';
+import { checkMs } from '../config/validate.js';
+import { NatskitError } from '../errors/natskit-error.js';
+import { createToken, type Token } from '../lifecycle/service.js';
+
+/** TLS settings of a connection (file paths, PEM). */
+export interface ConnectionTlsOptions {
+  readonly caFile?: string;
+  readonly certFile?: string;
+  readonly keyFile?: string;
+  /** Do the TLS handshake before the NATS INFO (servers configured with `handshake_first`). */
+  readonly handshakeFirst?: boolean;
+}
+
+/** Options of the NATS connection. Secrets given here are never logged. */
+export interface ConnectionOptions {
+  /** Server URLs. @defaultValue ['nats://127.0.0.1:4222'] */
+  readonly servers?: string | readonly string[];
+  /** The connection's name, shown by the server. @defaultValue 'natskit' */
+  readonly name?: string;
+  readonly token?: string;
+  readonly user?: string;
+  readonly password?: string;
+  /** An nkey seed (`SU...`). */
+  readonly nkeySeed?: string;
+  /** A file holding an nkey seed. */
+  readonly nkeySeedFile?: string;
+  /** A `.creds` file (JWT and seed). */
+  readonly credsFile?: string;
+  readonly tls?: ConnectionTlsOptions;
+  /** @defaultValue 5000 */
+  readonly connectTimeoutMs?: number;
+  /** Reconnect after a lost connection. @defaultValue true */
+  readonly reconnect?: boolean;
+  /** -1 for unlimited. @defaultValue -1 */
+  readonly maxReconnectAttempts?: number;
+  /** Wait between attempts on one server. @defaultValue 1000 */
+  readonly reconnectTimeWaitMs?: number;
+  /** Random extra wait, so that many clients do not reconnect in step. @defaultValue 500 */
+  readonly reconnectJitterMs?: number;
+  /** @defaultValue 30000 */
+  readonly pingIntervalMs?: number;
+  /** Deadline of the drain on stop, after which the connection is closed. @defaultValue 10000 */
+  readonly drainTimeoutMs?: number;
+  /** Deadline of requests natskit makes for itself (capability detection...). @defaultValue 5000 */
+  readonly requestTimeoutMs?: number;
+  /** An existing connection to use; natskit never closes it. */
+  readonly connection?: NatsConnection;
+}
+
+/** Token of the connection options, bound by the ServiceManager when `options.nats` is given. */
+export const CONNECTION_OPTIONS: Token<ConnectionOptions> =
+  createToken<ConnectionOptions>('ConnectionOptions');
+
+/** The defaults of {@link ConnectionOptions}. */
+export const CONNECTION_DEFAULTS = Object.freeze({
+  servers: ['nats://127.0.0.1:4222'] as readonly string[],
+  name: 'natskit',
+  connectTimeoutMs: 5_000,
+  reconnect: true,
+  maxReconnectAttempts: -1,
+  reconnectTimeWaitMs: 1_000,
+  reconnectJitterMs: 500,
+  pingIntervalMs: 30_000,
+  drainTimeoutMs: 10_000,
+  requestTimeoutMs: 5_000,
+});
+
+/** Removes `user:password@` from a URL, for messages and logs. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, '//[redacted]@');
+}
+
+function invalid(field: string, why: string): NatskitError {
+  return new NatskitError('INVALID_OPTIONS', `nats.${field} ${why}`, {
+    details: { field: `nats.${field}` },
+  });
+}
+
+/** Validates the options once; returns the server list and the defaults applied. */
+export function resolveConnectionOptions(
+  options: ConnectionOptions,
+): ConnectionOptions & typeof CONNECTION_DEFAULTS {
+  if (typeof options !== 'object' || options === null) throw invalid('', 'must be an object');
+  const servers =
+    typeof options.servers === 'string' ? options.servers.split(',') : options.servers;
+  if (
+    servers !== undefined &&
+    (!Array.isArray(servers) ||
+      servers.length === 0 ||
+      servers.some((s) => typeof s !== 'string' || !s.trim()))
+  ) {
+    throw invalid('servers', 'must be a non-empty list of URLs');
+  }
+  for (const f of [
+    'connectTimeoutMs',
+    'reconnectTimeWaitMs',
+    'pingIntervalMs',
+    'drainTimeoutMs',
+    'requestTimeoutMs',
+  ] as const) {
+    checkMs(`nats.${f}`, options[f]);
+  }
+  if (options.reconnectJitterMs !== undefined && !(options.reconnectJitterMs >= 0)) {
+    throw invalid('reconnectJitterMs', 'must be >= 0');
+  }
+  if (
+    options.maxReconnectAttempts !== undefined &&
+    !Number.isInteger(options.maxReconnectAttempts)
+  ) {
+    throw invalid('maxReconnectAttempts', 'must be an integer (-1 for unlimited)');
+  }
+  if ((options.user === undefined) !== (options.password === undefined)) {
+    throw invalid(
+      options.user === undefined ? 'user' : 'password',
+      'must be given together with the other',
+    );
+  }
+  const auths = [
+    options.token,
+    options.user,
+    options.nkeySeed ?? options.nkeySeedFile,
+    options.credsFile,
+  ].filter((a) => a !== undefined);
+  if (auths.length > 1)
+    throw invalid('token', 'only one of token, user/password, nkey and creds may be given');
+  return {
+    ...CONNECTION_DEFAULTS,
+    ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
+    servers: (servers ?? CONNECTION_DEFAULTS.servers).map((s) => s.trim()),
+  } as ConnectionOptions & typeof CONNECTION_DEFAULTS;
+}
+
+/** Builds the client's options; reads key files here so that a missing file fails clearly. */
+export function toClientOptions(
+  o: ConnectionOptions & typeof CONNECTION_DEFAULTS,
+): NodeConnectionOptions {
+  const read = (field: string, path: string): string => {
+    try {
+      return readFileSync(path, 'utf8');
+    } catch (err) {
+      throw new NatskitError('INVALID_OPTIONS', `nats.${field}: cannot read ${path}`, {
+        cause: err,
+      });
+    }
+  };
+  const client: NodeConnectionOptions = {
+    servers: [...(o.servers as string[])],
+    name: o.name,
+    timeout: o.connectTimeoutMs,
+    reconnect: o.reconnect,
+    maxReconnectAttempts: o.maxReconnectAttempts,
+    reconnectTimeWait: o.reconnectTimeWaitMs,
+    reconnectJitter: o.reconnectJitterMs,
+    reconnectJitterTLS: o.reconnectJitterMs,
+    pingInterval: o.pingIntervalMs,
+    waitOnFirstConnect: false,
+  };
+  if (o.token !== undefined) client.token = o.token;
+  if (o.user !== undefined) client.user = o.user;
+  if (o.password !== undefined) client.pass = o.password;
+  const seed =
+    o.nkeySeed ?? (o.nkeySeedFile ? read('nkeySeedFile', o.nkeySeedFile).trim() : undefined);
+  if (seed !== undefined) client.authenticator = nkeyAuthenticator(new TextEncoder().encode(seed));
+  if (o.credsFile !== undefined) {
+    client.authenticator = credsAuthenticator(
+      new TextEncoder().encode(read('credsFile', o.credsFile)),
+    );
+  }
+  if (o.tls) {
+    const tls: NonNullable<NodeConnectionOptions['tls']> = {};
+    if (o.tls.caFile) tls.caFile = o.tls.caFile;
+    if (o.tls.certFile) tls.certFile = o.tls.certFile;
+    if (o.tls.keyFile) tls.keyFile = o.tls.keyFile;
+    if (o.tls.handshakeFirst) tls.handshakeFirst = true;
+    client.tls = tls;
+  }
+  return client;
+}

@@ -1,0 +1,102 @@
+import { JetStreamApiError } from '@nats-io/jetstream';
+import {
+  ClosedConnectionError,
+  ConnectionError,
+  NoRespondersError,
+  RequestError,
+  TimeoutError,
+} from '@nats-io/transport-node';
+import pRetry from 'p-retry';
+import { NatskitError } from '../errors/natskit-error.js';
+
+/** Backoff for retries of transient NATS errors: exponential with jitter. */
+export interface RetryOptions {
+  /** Retries after the first attempt; 0 disables retrying. @defaultValue 5 */
+  readonly retries?: number;
+  /** Delay before the first retry. @defaultValue 100 */
+  readonly minDelayMs?: number;
+  /** Longest delay between two attempts. @defaultValue 2000 */
+  readonly maxDelayMs?: number;
+  /** Growth of the delay per retry. @defaultValue 2 */
+  readonly factor?: number;
+}
+
+/** The defaults of {@link RetryOptions}. */
+export const RETRY_DEFAULTS = Object.freeze({
+  retries: 5,
+  minDelayMs: 100,
+  maxDelayMs: 2_000,
+  factor: 2,
+});
+
+/** Counts retries, for metrics. */
+export interface RetryCounter {
+  retries: number;
+}
+
+/**
+ * True for errors that another attempt may cure: a request timeout, no responders (a stream
+ * leader election, or a server restarting), a JetStream 503, a connection that is reconnecting.
+ * Never for conflicts, validation, permissions, not-found or a closed connection.
+ */
+export function isTransient(err: unknown): boolean {
+  if (err instanceof TimeoutError || err instanceof NoRespondersError) return true;
+  if (err instanceof RequestError) return err.isNoResponders() || err.cause instanceof TimeoutError;
+  if (err instanceof JetStreamApiError) return err.status === 503;
+  if (err instanceof ClosedConnectionError) return false;
+  if (err instanceof ConnectionError) return true;
+  if (err instanceof Error && err.cause !== undefined && err.cause !== err)
+    return isTransient(err.cause);
+  return false;
+}
+
+/**
+ * Runs `fn`, retrying transient errors with exponential backoff and jitter. A non-transient
+ * error is rethrown at once, unchanged; transient errors that outlast every retry become
+ * `NATS_UNAVAILABLE` with the last one as cause. An aborted signal gives `ABORTED`.
+ */
+export async function withRetry<T>(
+  what: string,
+  fn: (attempt: number) => Promise<T>,
+  options: RetryOptions = {},
+  signal?: AbortSignal,
+  counter?: RetryCounter,
+): Promise<T> {
+  const o = { ...RETRY_DEFAULTS, ...options };
+  let attempts = 0;
+  try {
+    return await pRetry(
+      (attempt) => {
+        attempts = attempt;
+        return fn(attempt);
+      },
+      {
+        retries: o.retries,
+        minTimeout: o.minDelayMs,
+        maxTimeout: o.maxDelayMs,
+        factor: o.factor,
+        randomize: true,
+        ...(signal ? { signal } : {}),
+        shouldRetry: ({ error }) => isTransient(error),
+        onFailedAttempt: ({ error, retriesLeft }) => {
+          if (counter && retriesLeft > 0 && isTransient(error)) counter.retries++;
+        },
+      },
+    );
+  } catch (err) {
+    if (signal?.aborted) {
+      throw new NatskitError('ABORTED', `${what} was aborted`, { cause: signal.reason });
+    }
+    if (isTransient(err)) {
+      throw new NatskitError(
+        'NATS_UNAVAILABLE',
+        `${what} failed after ${attempts} attempt(s): ${(err as Error).message}`,
+        {
+          cause: err,
+          details: { attempts },
+        },
+      );
+    }
+    throw err;
+  }
+}

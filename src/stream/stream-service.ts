@@ -1,0 +1,331 @@
+import {
+  JetStreamApiError,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JetStreamPublishOptions,
+  jetstream,
+  jetstreamManager,
+  type PubAck,
+  type StreamConfig,
+  type StreamInfo,
+} from '@nats-io/jetstream';
+import { type MsgHdrs, headers as natsHeaders, nuid } from '@nats-io/transport-node';
+import { inject } from 'inversify';
+import type { Logger } from 'pino';
+import { ConnectionService } from '../connection/connection-service.js';
+import { NatskitError } from '../errors/natskit-error.js';
+import type { HealthCheckResult, Service } from '../lifecycle/service.js';
+import { LOGGER } from '../lifecycle/tokens.js';
+import { type RetryCounter, type RetryOptions, withRetry } from '../retry/retry.js';
+import { type ConfigDifference, diffStreamConfig } from './stream-config.js';
+import { createWorker, type Worker, type WorkerOptions } from './worker.js';
+
+/** Expectations the server checks before storing a message. */
+export interface PublishExpectations {
+  /** The stream's last sequence must be this. */
+  readonly lastSequence?: number;
+  /** The last sequence on this subject must be this (0: no message on it yet). */
+  readonly lastSubjectSequence?: number;
+  /** The stream's last message id must be this. */
+  readonly lastMsgId?: string;
+  /** The message must land in this stream. */
+  readonly streamName?: string;
+}
+
+/** Options of {@link StreamService.publish}. */
+export interface PublishOptions {
+  /**
+   * Deduplication id. When retries are on and none is given, natskit generates one, so that a
+   * retry after a lost acknowledgement cannot store the message twice (within the stream's
+   * duplicate window).
+   */
+  readonly msgId?: string;
+  readonly expect?: PublishExpectations;
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Per-attempt timeout. @defaultValue 5000 */
+  readonly timeoutMs?: number;
+  /** Retry transient failures; `false` for one attempt. @defaultValue RETRY_DEFAULTS */
+  readonly retry?: RetryOptions | false;
+  readonly signal?: AbortSignal;
+}
+
+/** What {@link StreamService.ensureStream} did. */
+export interface EnsureStreamResult {
+  readonly action: 'created' | 'updated' | 'unchanged';
+  readonly info: StreamInfo;
+  /** The compatible differences an update applied. */
+  readonly applied: readonly ConfigDifference[];
+}
+
+/** A stream's health: its state, its consumers' lag, and the last error seen. */
+export interface StreamHealth {
+  readonly name: string;
+  readonly messages: number;
+  readonly bytes: number;
+  readonly consumers: readonly {
+    name: string;
+    pending: number;
+    ackPending: number;
+    redelivered: number;
+  }[];
+  readonly leader: string | undefined;
+  readonly lastError: string | undefined;
+}
+
+const EXPECTATION_CODES = new Set([10070, 10071, 10164]);
+
+/**
+ * JetStream streams as a service: ensure streams exist with the config asked for, publish with
+ * deduplication, expectations and retries, and run workers on durable pull consumers.
+ */
+export class StreamService implements Service {
+  readonly #connection: ConnectionService;
+  readonly #log: Logger;
+  readonly #workers = new Set<Worker<unknown>>();
+  #js: JetStreamClient | undefined;
+  #jsm: JetStreamManager | undefined;
+  #lastError: string | undefined;
+  /** Retries of transient errors, for metrics. */
+  readonly metrics: RetryCounter & { published: number } = { retries: 0, published: 0 };
+
+  constructor(
+    @inject(ConnectionService) connection: ConnectionService,
+    @inject(LOGGER) logger: Logger,
+  ) {
+    this.#connection = connection;
+    this.#log = logger.child({ service: 'stream' });
+  }
+
+  async start(): Promise<void> {
+    const nc = this.#connection.nc;
+    this.#js = jetstream(nc);
+    this.#jsm = await jetstreamManager(nc, { checkAPI: false });
+  }
+
+  /** The JetStream client. @throws NatskitError `CAPABILITY_MISSING` without JetStream. */
+  get js(): JetStreamClient {
+    this.#connection.requireFeature('jetstream', 'StreamService');
+    if (!this.#js) throw new NatskitError('INVALID_STATE', 'StreamService is not started');
+    return this.#js;
+  }
+
+  /** The JetStream manager. @throws NatskitError `CAPABILITY_MISSING` without JetStream. */
+  get jsm(): JetStreamManager {
+    this.#connection.requireFeature('jetstream', 'StreamService');
+    if (!this.#jsm) throw new NatskitError('INVALID_STATE', 'StreamService is not started');
+    return this.#jsm;
+  }
+
+  #record(err: unknown): void {
+    this.#lastError = err instanceof Error ? err.message : String(err);
+  }
+
+  /**
+   * Creates the stream when absent. When present, compares the fields asked for with the stored
+   * config: compatible differences are applied by an update, incompatible ones (storage,
+   * retention, subjects removed, one-way flags turned off...) fail with `STREAM_CONFIG_CONFLICT`
+   * listing each. After a create or update the stored config is read back: a field the server
+   * silently ignored (older servers do) fails with `CAPABILITY_MISSING`. Safe to call
+   * concurrently from several processes.
+   */
+  async ensureStream(
+    config: Partial<StreamConfig> & { readonly name: string },
+  ): Promise<EnsureStreamResult> {
+    const jsm = this.jsm;
+    if (typeof config?.name !== 'string' || config.name === '') {
+      throw new NatskitError('INVALID_OPTIONS', 'ensureStream: config.name must be a stream name');
+    }
+    try {
+      let info = await this.#info(config.name);
+      let action: EnsureStreamResult['action'] = 'unchanged';
+      if (!info) {
+        try {
+          info = await jsm.streams.add(config);
+          action = 'created';
+        } catch (err) {
+          // Another process created it first: compare with what it created.
+          info = await this.#info(config.name);
+          if (!info) throw err;
+        }
+      }
+      const diff = diffStreamConfig(info.config, config);
+      const incompatible = diff.filter((d) => !d.compatible);
+      if (incompatible.length > 0) {
+        throw new NatskitError(
+          'STREAM_CONFIG_CONFLICT',
+          `stream ${config.name} exists with a different config: ${incompatible
+            .map(
+              (d) =>
+                `${d.field} is ${JSON.stringify(d.existing)}, asked ${JSON.stringify(d.requested)} (${d.reason})`,
+            )
+            .join('; ')}`,
+          { details: { stream: config.name, differences: diff } },
+        );
+      }
+      if (diff.length > 0) {
+        info = await jsm.streams.update(config.name, { ...info.config, ...config });
+        action = action === 'created' ? 'created' : 'updated';
+        this.#log.info({ stream: config.name, fields: diff.map((d) => d.field) }, 'stream updated');
+      }
+      const ignored = diffStreamConfig(info.config, config);
+      if (ignored.length > 0) {
+        throw new NatskitError(
+          'CAPABILITY_MISSING',
+          `stream ${config.name}: the server (${this.#connection.capabilities.serverVersion}) did not apply ${ignored
+            .map((d) => d.field)
+            .join(', ')}`,
+          { details: { stream: config.name, ignored } },
+        );
+      }
+      if (action === 'created') this.#log.info({ stream: config.name }, 'stream created');
+      return { action, info, applied: action === 'updated' ? diff : [] };
+    } catch (err) {
+      this.#record(err);
+      throw err;
+    }
+  }
+
+  async #info(name: string): Promise<StreamInfo | undefined> {
+    try {
+      return await withRetry(
+        `stream info ${name}`,
+        () => this.jsm.streams.info(name),
+        {},
+        undefined,
+        this.metrics,
+      );
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.code === 10059) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Publishes to a stream. Transient failures (timeouts, no responders during a leader
+   * election, reconnecting) are retried with backoff and jitter; anything else is thrown at once.
+   *
+   * @throws NatskitError `EXPECTATION_FAILED` (an expectation did not hold), `PUBLISH_FAILED`,
+   * `NATS_UNAVAILABLE` (retries exhausted), `ABORTED`.
+   */
+  async publish(
+    subject: string,
+    payload: Uint8Array | string,
+    options: PublishOptions = {},
+  ): Promise<PubAck> {
+    const js = this.js;
+    const retry = options.retry === false ? { retries: 0 } : options.retry;
+    const msgId = options.msgId ?? (options.retry === false ? undefined : nuid.next());
+    const opts: Partial<JetStreamPublishOptions> = { timeout: options.timeoutMs ?? 5_000 };
+    if (msgId !== undefined) opts.msgID = msgId;
+    if (options.expect) opts.expect = { ...options.expect };
+    if (options.headers) {
+      const h: MsgHdrs = natsHeaders();
+      for (const [k, v] of Object.entries(options.headers)) h.set(k, v);
+      opts.headers = h;
+    }
+    try {
+      const ack = await withRetry(
+        `publish to ${subject}`,
+        () => js.publish(subject, payload, opts),
+        retry,
+        options.signal,
+        this.metrics,
+      );
+      this.metrics.published++;
+      return ack;
+    } catch (err) {
+      this.#record(err);
+      if (NatskitError.is(err)) throw err;
+      if (err instanceof JetStreamApiError && EXPECTATION_CODES.has(err.code)) {
+        throw new NatskitError('EXPECTATION_FAILED', `publish to ${subject}: ${err.message}`, {
+          cause: err,
+          details: { subject, apiCode: err.code },
+        });
+      }
+      throw new NatskitError(
+        'PUBLISH_FAILED',
+        `publish to ${subject} failed: ${(err as Error).message}`,
+        {
+          cause: err,
+          details: { subject },
+        },
+      );
+    }
+  }
+
+  /**
+   * Creates a worker on a durable pull consumer (created or updated to the options). Start it
+   * with `worker.start()`; it is stopped with this service at the latest.
+   */
+  async createWorker<T = unknown>(options: WorkerOptions<T>): Promise<Worker<T>> {
+    const worker = await createWorker(this.jsm, this.js, options, this.#log, () => {
+      this.#workers.delete(worker as Worker<unknown>);
+    });
+    this.#workers.add(worker as Worker<unknown>);
+    return worker;
+  }
+
+  /** The workers created through this service and not yet stopped. */
+  get workers(): readonly Worker<unknown>[] {
+    return [...this.#workers];
+  }
+
+  /** A stream's state, its consumers' lag, and the last error this service saw. */
+  async streamHealth(name: string): Promise<StreamHealth> {
+    const info = await this.#info(name);
+    if (!info)
+      throw new NatskitError('STREAM_NOT_FOUND', `stream ${name} does not exist`, {
+        details: { stream: name },
+      });
+    const consumers: StreamHealth['consumers'][number][] = [];
+    for await (const c of this.jsm.consumers.list(name)) {
+      consumers.push({
+        name: c.name,
+        pending: c.num_pending,
+        ackPending: c.num_ack_pending,
+        redelivered: c.num_redelivered,
+      });
+    }
+    return {
+      name,
+      messages: info.state.messages,
+      bytes: info.state.bytes,
+      consumers,
+      leader: info.cluster?.leader,
+      lastError: this.#lastError,
+    };
+  }
+
+  /** Stops the workers still running, newest first. */
+  async stop(): Promise<void> {
+    const errors: unknown[] = [];
+    for (const worker of [...this.#workers].reverse()) {
+      try {
+        await worker.stop();
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    if (errors.length > 0)
+      throw new AggregateError(errors, `${errors.length} worker(s) failed to stop`);
+  }
+
+  /** `fail` without JetStream, `warn` when a worker's fetch loop is stuck, else `pass`. */
+  health(): HealthCheckResult {
+    if (!this.#connection.capabilities.jetstream)
+      return { status: 'fail', output: 'JetStream is not enabled' };
+    const stuck = [...this.#workers].filter((w) => w.running && !w.progress().healthy);
+    if (stuck.length > 0) {
+      return {
+        status: 'fail',
+        output: `worker fetch loop stuck: ${stuck.map((w) => w.name).join(', ')}`,
+      };
+    }
+    return {
+      status: 'pass',
+      observedValue: this.#workers.size,
+      observedUnit: 'workers',
+      ...(this.#lastError ? { output: `last error: ${this.#lastError}` } : {}),
+    };
+  }
+}
