@@ -321,6 +321,18 @@ export class StreamService implements Service {
         output: `worker fetch loop stuck: ${stuck.map((w) => w.name).join(', ')}`,
       };
     }
+    const failing = [...this.#workers].filter((w) => w.stats.fetchErrors >= 3);
+    if (failing.length > 0) {
+      return {
+        status: 'warn',
+        output: failing
+          .map(
+            (w) =>
+              `${w.name}: ${w.stats.fetchErrors} fetches failed (${w.progress().lastFetchError})`,
+          )
+          .join('; '),
+      };
+    }
     return {
       status: 'pass',
       observedValue: this.#workers.size,

@@ -48,7 +48,7 @@ export interface WorkerOptions<T> {
   readonly heartbeatMs?: number;
   /** How long a stop lets running jobs finish before naking them. @defaultValue 10000 */
   readonly drainTimeoutMs?: number;
-  /** Long-poll time of one fetch; the fetch loop ticks at least this often. @defaultValue 2000 */
+  /** Long-poll time of one fetch (at least 1000); the loop ticks at least this often. @defaultValue 2000 */
   readonly fetchExpiresMs?: number;
   /** A loop that has not ticked for this long is reported stuck. @defaultValue 3 * fetchExpiresMs + 5000 */
   readonly stuckAfterMs?: number;
@@ -63,6 +63,8 @@ export interface WorkerStats {
   terminated: number;
   nakedOnStop: number;
   inFlight: number;
+  /** Fetches that failed in a row (0 after a good one). */
+  fetchErrors: number;
 }
 
 /** The fetch loop's heartbeat, for liveness probes. */
@@ -71,6 +73,8 @@ export interface WorkerProgress {
   readonly msSinceTick: number;
   /** False when the loop has not ticked within `stuckAfterMs`. */
   readonly healthy: boolean;
+  /** The last fetch error, while fetches keep failing. */
+  readonly lastFetchError: string | undefined;
 }
 
 /** A running consumer of jobs. Dispose or stop it to drain it. */
@@ -159,6 +163,12 @@ export async function createWorker<T>(
   ] as const) {
     checkMs(`worker.${f}`, options[f]);
   }
+  if (options.fetchExpiresMs !== undefined && options.fetchExpiresMs < 1_000) {
+    throw new NatskitError(
+      'INVALID_OPTIONS',
+      `worker.fetchExpiresMs must be at least 1000, got ${options.fetchExpiresMs}`,
+    );
+  }
   const maxDeliver = options.maxDeliver ?? 5;
   if (!Number.isInteger(maxDeliver) || maxDeliver < 1) {
     throw new NatskitError(
@@ -192,6 +202,7 @@ class JobWorker<T> implements Worker<T> {
     terminated: 0,
     nakedOnStop: 0,
     inFlight: 0,
+    fetchErrors: 0,
   };
   readonly #o: WorkerOptions<T>;
   readonly #consumer: PullConsumer;
@@ -208,6 +219,7 @@ class JobWorker<T> implements Worker<T> {
   #loop: Promise<void> | undefined;
   #stopping: Promise<{ finished: number; naked: number }> | undefined;
   #lastTickAt = Date.now();
+  #lastFetchError: string | undefined;
 
   constructor(
     o: WorkerOptions<T>,
@@ -240,11 +252,13 @@ class JobWorker<T> implements Worker<T> {
       lastTickAt: this.#lastTickAt,
       msSinceTick,
       healthy: msSinceTick <= this.#stuckAfterMs,
+      lastFetchError: this.#lastFetchError,
     };
   }
 
   start(): void {
-    if (this.#stopping) throw new NatskitError('INVALID_STATE', `worker ${this.name} is stopped`);
+    if (this.#stopping !== undefined)
+      throw new NatskitError('INVALID_STATE', `worker ${this.name} is stopped`);
     this.#lastTickAt = Date.now();
     this.#loop ??= this.#fetchLoop();
   }

@@ -6,6 +6,16 @@ describe('NatskitError', () => {
     // A new code must be added here, with a test that raises it.
     expect(Object.keys(ErrorCode).sort()).toEqual(
       [
+        'ABORTED',
+        'AUTH_FAILED',
+        'CAPABILITY_MISSING',
+        'CONNECTION_FAILED',
+        'CONSUMER_CONFIG_CONFLICT',
+        'EXPECTATION_FAILED',
+        'NATS_UNAVAILABLE',
+        'PUBLISH_FAILED',
+        'STREAM_CONFIG_CONFLICT',
+        'STREAM_NOT_FOUND',
         'DEPENDENCY_CYCLE',
         'DEPENDENCY_MISSING',
         'INVALID_OPTIONS',

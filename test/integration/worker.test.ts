@@ -1,0 +1,208 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ServiceManager, StreamService } from '../../src/index.js';
+import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
+
+const quiet = { logger: { level: 'silent' as const } };
+
+describe('workers', () => {
+  let server: NatsServerHandle;
+  let app: ServiceManager;
+  let streams: StreamService;
+  beforeAll(async () => {
+    server = await startNatsServer();
+    app = await ServiceManager.start({ ...quiet, nats: { servers: server.url } });
+    streams = app.get(StreamService);
+  });
+  afterAll(async () => {
+    await app?.stop();
+    await server?.[Symbol.asyncDispose]();
+  });
+
+  async function enqueue(
+    stream: string,
+    count: number,
+    body: (i: number) => unknown = (i) => ({ id: i }),
+  ) {
+    await streams.ensureStream({
+      name: stream,
+      subjects: [`${stream.toLowerCase()}.>`],
+      retention: 'workqueue' as never,
+    });
+    await Promise.all(
+      Array.from({ length: count }, (_, i) =>
+        streams.publish(`${stream.toLowerCase()}.job`, JSON.stringify(body(i))),
+      ),
+    );
+  }
+
+  it('processes 200 jobs with concurrency 8, each exactly once', async () => {
+    await enqueue('JOBS', 200);
+    const seen = new Map<number, number>();
+    let running = 0;
+    let maxRunning = 0;
+    let resolveAll: () => void = () => undefined;
+    const all = new Promise<void>((r) => {
+      resolveAll = r;
+    });
+    await using worker = await streams.createWorker<{ id: number }>({
+      stream: 'JOBS',
+      consumer: 'jobs',
+      concurrency: 8,
+      fetchExpiresMs: 1_000,
+      handler: async (job) => {
+        running++;
+        maxRunning = Math.max(maxRunning, running);
+        await sleep(5 + (job.data.id % 7));
+        seen.set(job.data.id, (seen.get(job.data.id) ?? 0) + 1);
+        running--;
+        if (seen.size === 200) resolveAll();
+      },
+    });
+    worker.start();
+    await all;
+    await sleep(300); // anything delivered twice would show up now
+    expect(seen.size).toBe(200);
+    expect([...seen.values()].every((n) => n === 1)).toBe(true);
+    expect(maxRunning).toBe(8);
+    expect(worker.stats.processed).toBe(200);
+    const info = await streams.jsm.consumers.info('JOBS', 'jobs');
+    expect(info.num_ack_pending).toBe(0);
+    expect(info.num_redelivered).toBe(0);
+    expect((await streams.jsm.streams.info('JOBS')).state.messages).toBe(0); // work queue: acked = removed
+  });
+
+  it('retries a failing job, then terminates it after maxDeliver', async () => {
+    await enqueue('FAILS', 3, (i) => ({ id: i, bad: i === 1 }));
+    const deliveries = new Map<number, number[]>();
+    await using worker = await streams.createWorker<{ id: number; bad: boolean }>({
+      stream: 'FAILS',
+      consumer: 'fails',
+      maxDeliver: 3,
+      retryDelayMs: () => 50,
+      fetchExpiresMs: 1_000,
+      handler: (job) => {
+        deliveries.set(job.data.id, [...(deliveries.get(job.data.id) ?? []), job.deliveryCount]);
+        if (job.data.bad) throw new Error('bad job');
+      },
+    });
+    worker.start();
+    const deadline = Date.now() + 10_000;
+    while (worker.stats.terminated === 0 && Date.now() < deadline) await sleep(50);
+    await sleep(500); // no fourth delivery may follow
+    expect(deliveries.get(1)).toEqual([1, 2, 3]);
+    expect(deliveries.get(0)).toEqual([1]);
+    expect(deliveries.get(2)).toEqual([1]);
+    expect(worker.stats).toMatchObject({ processed: 2, failed: 2, terminated: 1 });
+  });
+
+  it('terminates a payload that cannot be decoded, without calling the handler', async () => {
+    await streams.ensureStream({ name: 'POISON', subjects: ['poison.>'] });
+    await streams.publish('poison.job', '{not json');
+    let called = 0;
+    await using worker = await streams.createWorker({
+      stream: 'POISON',
+      consumer: 'poison',
+      fetchExpiresMs: 1_000,
+      handler: () => {
+        called++;
+      },
+    });
+    worker.start();
+    const deadline = Date.now() + 5_000;
+    while (worker.stats.terminated === 0 && Date.now() < deadline) await sleep(50);
+    expect(worker.stats.terminated).toBe(1);
+    expect(called).toBe(0);
+  });
+
+  it('keeps a job longer than the ack wait alive with working() heartbeats', async () => {
+    await enqueue('SLOW', 1);
+    const deliveries: number[] = [];
+    await using worker = await streams.createWorker({
+      stream: 'SLOW',
+      consumer: 'slow',
+      ackWaitMs: 1_000,
+      fetchExpiresMs: 1_000,
+      handler: async (job) => {
+        deliveries.push(job.deliveryCount);
+        await sleep(2_500);
+      },
+    });
+    worker.start();
+    const deadline = Date.now() + 8_000;
+    while (worker.stats.processed === 0 && Date.now() < deadline) await sleep(50);
+    expect(worker.stats.processed).toBe(1);
+    expect(deliveries).toEqual([1]);
+  });
+
+  it('stop naks unfinished jobs at the drain deadline so a second worker completes them at once', async () => {
+    await enqueue('DRAIN', 6);
+    const started: number[] = [];
+    const lateFinish: number[] = [];
+    const first = await streams.createWorker<{ id: number }>({
+      stream: 'DRAIN',
+      consumer: 'drain',
+      concurrency: 4,
+      drainTimeoutMs: 300,
+      fetchExpiresMs: 1_000,
+      handler: async (job) => {
+        started.push(job.data.id);
+        await sleep(job.data.id < 2 ? 50 : 3_000); // two finish in time, the rest do not
+        lateFinish.push(job.data.id);
+      },
+    });
+    first.start();
+    while (started.length < 4) await sleep(10);
+    const t0 = performance.now();
+    const result = await first.stop();
+    const stopMs = performance.now() - t0;
+    expect(result.finished).toBe(2);
+    expect(result.naked).toBe(2);
+    expect(stopMs).toBeLessThan(300 + 1_500); // the deadline, plus at most one fetch period
+
+    const done = new Set<number>();
+    const t1 = performance.now();
+    await using second = await streams.createWorker<{ id: number }>({
+      stream: 'DRAIN',
+      consumer: 'drain',
+      concurrency: 4,
+      fetchExpiresMs: 1_000,
+      handler: (job) => {
+        done.add(job.data.id);
+      },
+    });
+    second.start();
+    const deadline = Date.now() + 10_000;
+    while (done.size + 2 < 6 && Date.now() < deadline) await sleep(20);
+    // The four left over (two naked, two never started) are done well before the 30 s ack wait.
+    expect(performance.now() - t1).toBeLessThan(5_000);
+    // Exactly the jobs the first worker did not finish: the two naked and the two never fetched.
+    const finishedFirst = started.filter((id) => id < 2);
+    expect(finishedFirst.sort()).toEqual([0, 1]);
+    expect([...done].sort()).toEqual([2, 3, 4, 5]);
+    // A handler that ran past the deadline must not ack a job that was given back.
+    await sleep(3_000);
+    expect(first.stats.processed).toBe(2);
+    const info = await streams.jsm.consumers.info('DRAIN', 'drain');
+    expect(info.num_ack_pending).toBe(0);
+    expect(info.num_pending).toBe(0);
+  });
+
+  it('reports fetch-loop progress while idle', async () => {
+    await streams.ensureStream({ name: 'IDLE', subjects: ['idle.>'] });
+    await using worker = await streams.createWorker({
+      stream: 'IDLE',
+      consumer: 'idle',
+      fetchExpiresMs: 1_000,
+      stuckAfterMs: 2_500,
+      handler: () => undefined,
+    });
+    worker.start();
+    await sleep(3_500); // longer than stuckAfterMs, with no message at all
+    const p = worker.progress();
+    expect(p.healthy).toBe(true);
+    expect(p.msSinceTick).toBeLessThan(2_500);
+    expect(worker.stats.fetchErrors).toBe(0);
+    expect(streams.health().status).toBe('pass');
+  });
+});
