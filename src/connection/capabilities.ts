@@ -1,5 +1,7 @@
+import { JetStreamApiError } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { NatskitError } from '../errors/natskit-error.js';
+import { withRetry } from '../retry/retry.js';
 
 /**
  * Server features natskit gates on, with the JetStream API level and server version that bring
@@ -38,21 +40,36 @@ export interface Capabilities {
   readonly features: Readonly<Record<Feature, boolean>>;
 }
 
-/** Reads the server's version and JetStream API level and derives the feature flags. */
-export async function detectCapabilities(
-  nc: NatsConnection,
-  timeoutMs: number,
-): Promise<Capabilities> {
+/** `$JS.API.INFO` answered with this code: JetStream is not enabled for the account. */
+const JS_NOT_ENABLED_FOR_ACCOUNT = 10039;
+
+/**
+ * Reads the server's version and JetStream API level and derives the feature flags. Only a
+ * definite answer turns JetStream off: the server's INFO says it has none, or `$JS.API.INFO`
+ * answers "not enabled for account". A temporary failure (a timeout, a 503 while the cluster
+ * elects a meta leader) is retried and, if it persists, thrown: never read as "no JetStream".
+ */
+export async function detectCapabilities(nc: NatsConnection, timeoutMs: number, signal?: AbortSignal): Promise<Capabilities> {
   const info = nc.info;
-  let jetstream = false;
+  let jetstream = info?.jetstream === true;
   let apiLevel = 0;
-  try {
-    const reply = await nc.request('$JS.API.INFO', undefined, { timeout: timeoutMs });
-    const body = reply.json<{ api?: { level?: number }; error?: unknown }>();
+  if (jetstream) {
+    const body = await withRetry(
+      'reading the JetStream API level',
+      async () => {
+        const reply = await nc.request('$JS.API.INFO', undefined, { timeout: timeoutMs });
+        const parsed = reply.json<{ api?: { level?: number }; error?: { code?: number; err_code?: number } }>();
+        const err = parsed.error;
+        if (err && err.err_code !== JS_NOT_ENABLED_FOR_ACCOUNT) {
+          throw new JetStreamApiError({ code: err.code ?? 503, err_code: err.err_code ?? 0, description: 'JetStream API info' });
+        }
+        return parsed;
+      },
+      { retries: 8, maxDelayMs: 1_000 },
+      signal,
+    );
     jetstream = body.error === undefined;
     apiLevel = jetstream ? (body.api?.level ?? 0) : 0;
-  } catch {
-    // no responders: JetStream is not enabled for this account
   }
   const features = Object.fromEntries(
     Object.entries(FEATURES).map(([name, f]) => [name, jetstream && apiLevel >= f.apiLevel]),

@@ -153,7 +153,7 @@ export class ConnectionService implements Service {
     if (signal.aborted && !o.connection) await nc.close();
     signal.throwIfAborted();
     this.#statusLoop = this.#follow(nc);
-    this.#capabilities = await detectCapabilities(nc, o.requestTimeoutMs);
+    this.#capabilities = await detectCapabilities(nc, o.requestTimeoutMs, signal);
     this.#set('connected', { server: redactUrl(nc.getServer()) });
     this.#log.info(
       {
@@ -204,7 +204,8 @@ export class ConnectionService implements Service {
         'reconnected to another server; capabilities read again',
       );
     } catch (err) {
-      this.#log.warn({ err }, 'could not read the capabilities of the new server');
+      // Keep what we knew; a later reconnect reads them again.
+      this.#log.warn({ err }, 'could not read the capabilities of the new server; keeping the previous ones');
     }
   }
 
