@@ -18,6 +18,22 @@ export type { ConnectionOptions, ConnectionTlsOptions } from './connection/optio
 export { CONNECTION_DEFAULTS, CONNECTION_OPTIONS } from './connection/options.js';
 export type { NatskitErrorOptions } from './errors/natskit-error.js';
 export { ErrorCode, NatskitAggregateError, NatskitError } from './errors/natskit-error.js';
+export type {
+  BulkPutEntry,
+  BulkResult,
+  KvBucket,
+  KvBucketHealth,
+  KvCallOptions,
+  KvDeleteOptions,
+  KvEntry,
+  KvPutOptions,
+} from './kv/bucket.js';
+export type { BucketConfig, BucketDifference, DriftPolicy } from './kv/bucket-config.js';
+export type { Codec, StandardSchemaResult, StandardSchemaV1 } from './kv/codec.js';
+export { bytesCodec, jsonCodec, stringCodec } from './kv/codec.js';
+export type { BucketOptions, KVStoreOptions } from './kv/kv-store-service.js';
+export { KV_OPTIONS, KVStoreService } from './kv/kv-store-service.js';
+export type { KvChange, KvWatcher, KvWatchOptions } from './kv/watch.js';
 export type { ServiceManagerOptions } from './lifecycle/options.js';
 export { MANAGER_DEFAULTS } from './lifecycle/options.js';
 export type { Scope, ScopeOptions, ScopeValue } from './lifecycle/scope.js';

@@ -49,7 +49,11 @@ const JS_NOT_ENABLED_FOR_ACCOUNT = 10039;
  * answers "not enabled for account". A temporary failure (a timeout, a 503 while the cluster
  * elects a meta leader) is retried and, if it persists, thrown: never read as "no JetStream".
  */
-export async function detectCapabilities(nc: NatsConnection, timeoutMs: number, signal?: AbortSignal): Promise<Capabilities> {
+export async function detectCapabilities(
+  nc: NatsConnection,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<Capabilities> {
   const info = nc.info;
   let jetstream = info?.jetstream === true;
   let apiLevel = 0;
@@ -58,10 +62,17 @@ export async function detectCapabilities(nc: NatsConnection, timeoutMs: number, 
       'reading the JetStream API level',
       async () => {
         const reply = await nc.request('$JS.API.INFO', undefined, { timeout: timeoutMs });
-        const parsed = reply.json<{ api?: { level?: number }; error?: { code?: number; err_code?: number } }>();
+        const parsed = reply.json<{
+          api?: { level?: number };
+          error?: { code?: number; err_code?: number };
+        }>();
         const err = parsed.error;
         if (err && err.err_code !== JS_NOT_ENABLED_FOR_ACCOUNT) {
-          throw new JetStreamApiError({ code: err.code ?? 503, err_code: err.err_code ?? 0, description: 'JetStream API info' });
+          throw new JetStreamApiError({
+            code: err.code ?? 503,
+            err_code: err.err_code ?? 0,
+            description: 'JetStream API info',
+          });
         }
         return parsed;
       },

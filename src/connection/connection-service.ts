@@ -205,7 +205,10 @@ export class ConnectionService implements Service {
       );
     } catch (err) {
       // Keep what we knew; a later reconnect reads them again.
-      this.#log.warn({ err }, 'could not read the capabilities of the new server; keeping the previous ones');
+      this.#log.warn(
+        { err },
+        'could not read the capabilities of the new server; keeping the previous ones',
+      );
     }
   }
 

@@ -44,6 +44,26 @@ export const ErrorCode = {
   NATS_UNAVAILABLE: 'NATS_UNAVAILABLE',
   /** The operation was aborted through its `AbortSignal`. */
   ABORTED: 'ABORTED',
+  /** The KV bucket does not exist (bind), or was deleted. */
+  KV_BUCKET_NOT_FOUND: 'KV_BUCKET_NOT_FOUND',
+  /** A provisioned bucket exists with a different config; `details.differences` lists it. */
+  KV_BUCKET_DRIFT: 'KV_BUCKET_DRIFT',
+  /** A revision did not match: the key changed (or exists, for `create`). `details` names keys. */
+  KV_REVISION_CONFLICT: 'KV_REVISION_CONFLICT',
+  /** A transaction writes more keys than one atomic batch can carry. */
+  TX_TOO_LARGE: 'TX_TOO_LARGE',
+  /** A key breaks the NATS KV key rules. */
+  INVALID_KEY: 'INVALID_KEY',
+  /** A bucket name breaks the NATS rules. */
+  INVALID_BUCKET: 'INVALID_BUCKET',
+  /** A value cannot be encoded (BigInt, a cycle, a function...). Nothing was sent. */
+  INVALID_VALUE: 'INVALID_VALUE',
+  /** An encoded value is larger than the bucket or the server allows. Nothing was sent. */
+  VALUE_TOO_LARGE: 'VALUE_TOO_LARGE',
+  /** A value failed the schema: on write nothing was sent; on read `details` has key and revision. */
+  VALIDATION_FAILED: 'VALIDATION_FAILED',
+  /** A stored value could not be decoded (corrupt JSON...); `details` has key and revision. */
+  DECODE_FAILED: 'DECODE_FAILED',
   /** The test harness could not start or control a nats-server. */
   TEST_SERVER_FAILED: 'TEST_SERVER_FAILED',
 } as const;

@@ -2,6 +2,7 @@ import { fromEnv } from '../config/from-env.js';
 import { checkMs } from '../config/validate.js';
 import { type ConnectionOptions, resolveConnectionOptions } from '../connection/options.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import type { KVStoreOptions } from '../kv/kv-store-service.js';
 import { LOG_LEVELS, type LoggerOption } from '../logging/logger.js';
 import type { ScopedRegistration, ServiceRegistration } from './service.js';
 
@@ -31,6 +32,8 @@ export interface ServiceManagerOptions {
    * unless you registered them yourself.
    */
   readonly nats?: ConnectionOptions;
+  /** Options of the KVStoreService registered with `nats`. */
+  readonly kv?: KVStoreOptions;
   /**
    * Read `NATS_URL` and the other variables of {@link fromEnv}; explicit options win. With
    * `NATS_URL` set this connects to NATS as `nats` does. @defaultValue false
@@ -57,6 +60,7 @@ export interface ResolvedManagerOptions {
   readonly handleSignals: boolean;
   readonly signal: AbortSignal | undefined;
   readonly nats: ConnectionOptions | undefined;
+  readonly kv: KVStoreOptions;
 }
 
 function invalid(field: string, why: string): NatskitError {
@@ -121,5 +125,6 @@ export function resolveManagerOptions(options: ServiceManagerOptions): ResolvedM
     logger,
     signal: options.signal,
     nats,
+    kv: options.kv ?? {},
   } as ResolvedManagerOptions;
 }

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { ConnectionService } from '../connection/connection-service.js';
 import { CONNECTION_OPTIONS } from '../connection/options.js';
 import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js';
+import { KV_OPTIONS, KVStoreService } from '../kv/kv-store-service.js';
 import { createRootLogger } from '../logging/logger.js';
 import { StreamService } from '../stream/stream-service.js';
 import { type GraphNode, planLevels } from './graph.js';
@@ -33,6 +34,7 @@ function withBuiltins(o: ResolvedManagerOptions): ResolvedManagerOptions {
   if (!has(ConnectionService))
     builtins.push({ token: ConnectionService, useClass: ConnectionService });
   if (!has(StreamService)) builtins.push({ token: StreamService, useClass: StreamService });
+  if (!has(KVStoreService)) builtins.push({ token: KVStoreService, useClass: KVStoreService });
   return { ...o, services: [...builtins, ...o.services] };
 }
 
@@ -93,7 +95,10 @@ export class ServiceManager implements AsyncDisposable {
   static async start(options: ServiceManagerOptions = {}): Promise<ServiceManager> {
     const resolved = withBuiltins(resolveManagerOptions(options));
     const provided = new Map<unknown, unknown>();
-    if (resolved.nats) provided.set(CONNECTION_OPTIONS, resolved.nats);
+    if (resolved.nats) {
+      provided.set(CONNECTION_OPTIONS, resolved.nats);
+      provided.set(KV_OPTIONS, resolved.kv);
+    }
     const levels = planLevels(
       resolved.services,
       new Set<unknown>([LOGGER, SERVICE_MANAGER, ...provided.keys()]),

@@ -40,6 +40,8 @@ export interface RetryCounter {
  * Never for conflicts, validation, permissions, not-found or a closed connection.
  */
 export function isTransient(err: unknown): boolean {
+  // A natskit error is a final classification (KV_BUCKET_NOT_FOUND caused by "no responders"...).
+  if (NatskitError.is(err)) return false;
   if (err instanceof TimeoutError || err instanceof NoRespondersError) return true;
   if (err instanceof RequestError) return err.isNoResponders() || err.cause instanceof TimeoutError;
   if (err instanceof JetStreamApiError) return err.status === 503;

@@ -14,7 +14,11 @@ describe('streams and workers on a 3-node cluster', () => {
     await streams.ensureStream({ name: 'CJOBS', subjects: ['cjobs.>'], num_replicas: 3 });
     const retry = { retries: 30, minDelayMs: 100, maxDelayMs: 1_000 };
     const publish = (i: number) =>
-      streams.publish('cjobs.job', JSON.stringify({ id: i }), { msgId: `job-${i}`, timeoutMs: 2_000, retry });
+      streams.publish('cjobs.job', JSON.stringify({ id: i }), {
+        msgId: `job-${i}`,
+        timeoutMs: 2_000,
+        retry,
+      });
     for (let i = 0; i < 100; i++) await publish(i);
 
     const seen = new Map<number, number>();
@@ -49,6 +53,8 @@ describe('streams and workers on a 3-node cluster', () => {
     const redelivered = [...seen.values()].filter((n) => n > 1).length;
     expect(redelivered).toBeLessThanOrEqual(10);
     expect(app.get(ConnectionService).status.state).toBe('connected');
-    console.log(`cluster failover: ${streams.metrics.retries} publish retries, ${redelivered} jobs redelivered`);
+    console.log(
+      `cluster failover: ${streams.metrics.retries} publish retries, ${redelivered} jobs redelivered`,
+    );
   });
 });

@@ -1,0 +1,129 @@
+import { DiscardPolicy, RetentionPolicy, StorageType, type StreamConfig } from '@nats-io/jetstream';
+import { millis, nanos } from '@nats-io/transport-node';
+import { checkMs } from '../config/validate.js';
+import { NatskitError } from '../errors/natskit-error.js';
+import { streamOf } from './names.js';
+
+/** The config of a bucket natskit provisions. */
+export interface BucketConfig {
+  /** Revisions kept per key (1-64). @defaultValue 1 */
+  readonly history?: number;
+  /** Age after which values expire; 0 keeps them. @defaultValue 0 */
+  readonly ttlMs?: number;
+  /** Largest value in bytes; -1 for the server's limit. @defaultValue -1 */
+  readonly maxValueSize?: number;
+  /** Largest bucket in bytes; -1 for unlimited. @defaultValue -1 */
+  readonly maxBytes?: number;
+  /** @defaultValue 1 */
+  readonly replicas?: number;
+  /** @defaultValue 'file' */
+  readonly storage?: 'file' | 'memory';
+  /** Allow per-key TTL (`put(k, v, { ttlMs })`), server >= 2.11. @defaultValue false */
+  readonly perKeyTtl?: boolean;
+  /**
+   * Leave a delete marker for this long when a key expires, so watchers see the expiry.
+   * Beware: with history > 1, per-key TTLs shorter than this are raised to it. @defaultValue 0
+   */
+  readonly markerTtlMs?: number;
+  readonly description?: string;
+}
+
+/** What natskit does when a provisioned bucket exists with another config. */
+export type DriftPolicy = 'error' | 'warn' | 'update';
+
+/** One difference between the stored bucket and the one asked for. */
+export interface BucketDifference {
+  readonly field: keyof BucketConfig | 'directGet';
+  readonly existing: unknown;
+  readonly requested: unknown;
+  /** Whether a stream update can apply it. */
+  readonly updatable: boolean;
+}
+
+/** Validates a bucket config, naming the field. */
+export function checkBucketConfig(config: BucketConfig): void {
+  const bad = (field: string, why: string) =>
+    new NatskitError('INVALID_OPTIONS', `bucket config ${field} ${why}`, { details: { field } });
+  if (
+    config.history !== undefined &&
+    !(Number.isInteger(config.history) && config.history >= 1 && config.history <= 64)
+  ) {
+    throw bad('history', 'must be an integer from 1 to 64');
+  }
+  if (config.ttlMs !== undefined && config.ttlMs !== 0) checkMs('ttlMs', config.ttlMs);
+  if (config.markerTtlMs !== undefined && config.markerTtlMs !== 0)
+    checkMs('markerTtlMs', config.markerTtlMs);
+  for (const f of ['maxValueSize', 'maxBytes'] as const) {
+    const v = config[f];
+    if (v !== undefined && !(Number.isInteger(v) && (v === -1 || v > 0)))
+      throw bad(f, 'must be -1 or a positive integer');
+  }
+  if (
+    config.replicas !== undefined &&
+    !(Number.isInteger(config.replicas) && config.replicas >= 1 && config.replicas <= 5)
+  ) {
+    throw bad('replicas', 'must be an integer from 1 to 5');
+  }
+  if (config.storage !== undefined && config.storage !== 'file' && config.storage !== 'memory') {
+    throw bad('storage', "must be 'file' or 'memory'");
+  }
+}
+
+/** The KV stream config for a bucket (the conventions of the nats.js KV client, plus direct get). */
+export function toStreamConfig(bucket: string, c: BucketConfig, atomic: boolean): StreamConfig {
+  const ttlMs = c.ttlMs ?? 0;
+  const config: Partial<StreamConfig> = {
+    name: streamOf(bucket),
+    subjects: [`$KV.${bucket}.>`],
+    retention: RetentionPolicy.Limits,
+    max_msgs_per_subject: c.history ?? 1,
+    max_age: nanos(ttlMs),
+    max_msg_size: c.maxValueSize ?? -1,
+    max_bytes: c.maxBytes ?? -1,
+    num_replicas: c.replicas ?? 1,
+    storage: c.storage === 'memory' ? StorageType.Memory : StorageType.File,
+    discard: DiscardPolicy.New,
+    allow_rollup_hdrs: true,
+    deny_delete: true,
+    allow_direct: true,
+    duplicate_window: nanos(ttlMs > 0 && ttlMs < 120_000 ? ttlMs : 120_000),
+  };
+  if (c.description) config.description = c.description;
+  if (c.perKeyTtl || c.markerTtlMs) config.allow_msg_ttl = true;
+  if (c.markerTtlMs) config.subject_delete_marker_ttl = nanos(c.markerTtlMs);
+  if (atomic) config.allow_atomic = true;
+  return config as StreamConfig;
+}
+
+/** The bucket view of a stored stream config. */
+export function fromStreamConfig(
+  s: StreamConfig,
+): Required<Omit<BucketConfig, 'description'>> & { directGet: boolean } {
+  return {
+    history: s.max_msgs_per_subject,
+    ttlMs: millis(s.max_age ?? 0),
+    maxValueSize: s.max_msg_size ?? -1,
+    maxBytes: s.max_bytes ?? -1,
+    replicas: s.num_replicas ?? 1,
+    storage: s.storage === StorageType.Memory ? 'memory' : 'file',
+    perKeyTtl: s.allow_msg_ttl === true,
+    markerTtlMs: millis(s.subject_delete_marker_ttl ?? 0),
+    directGet: s.allow_direct === true,
+  };
+}
+
+/** Compares the fields the caller asked for (and direct get) with the stored stream. */
+export function diffBucket(stored: StreamConfig, requested: BucketConfig): BucketDifference[] {
+  const have = fromStreamConfig(stored);
+  const out: BucketDifference[] = [];
+  for (const [field, want] of Object.entries(requested)) {
+    if (want === undefined || field === 'description') continue;
+    const existing = have[field as keyof typeof have];
+    if (existing === want) continue;
+    const updatable = field !== 'storage' && !(field === 'perKeyTtl' && existing === true);
+    out.push({ field: field as keyof BucketConfig, existing, requested: want, updatable });
+  }
+  if (!have.directGet)
+    out.push({ field: 'directGet', existing: false, requested: true, updatable: true });
+  return out;
+}

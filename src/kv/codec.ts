@@ -1,0 +1,146 @@
+import { NatskitError } from '../errors/natskit-error.js';
+
+/**
+ * The Standard Schema interface (standardschema.dev), copied structurally so natskit depends on
+ * no schema library: zod, valibot and arktype schemas all fit it.
+ */
+export interface StandardSchemaV1<Input = unknown, Output = Input> {
+  readonly '~standard': {
+    readonly version: 1;
+    readonly vendor: string;
+    readonly validate: (
+      value: unknown,
+    ) => StandardSchemaResult<Output> | Promise<StandardSchemaResult<Output>>;
+    readonly types?: { readonly input: Input; readonly output: Output } | undefined;
+  };
+}
+
+/** The result of a Standard Schema validation. */
+export type StandardSchemaResult<Output> =
+  | { readonly value: Output; readonly issues?: undefined }
+  | {
+      readonly issues: ReadonlyArray<{
+        readonly message: string;
+        readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined;
+      }>;
+    };
+
+/** Turns values into bytes and back. */
+export interface Codec<T> {
+  encode(value: T): Uint8Array;
+  decode(data: Uint8Array): T;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+/** Rejects what JSON would drop or mangle silently: BigInt, functions, symbols, cycles, Map, Set, NaN. */
+export function assertJsonSafe(value: unknown, path = '$', seen = new Set<object>()): void {
+  const problem = jsonProblem(value, path, seen);
+  if (problem) {
+    throw new NatskitError('INVALID_VALUE', `value is not JSON-serializable: ${problem}`, {
+      details: { path },
+    });
+  }
+}
+
+function jsonProblem(value: unknown, path: string, seen: Set<object>): string | undefined {
+  const t = typeof value;
+  if (t === 'bigint' || t === 'function' || t === 'symbol') return `a ${t} at ${path}`;
+  if (t === 'undefined') return path === '$' ? 'undefined' : undefined;
+  if (t === 'number') return Number.isFinite(value) ? undefined : `${String(value)} at ${path}`;
+  if (t !== 'object' || value === null) return undefined;
+  const obj = value as object;
+  if (typeof (obj as { toJSON?: unknown }).toJSON === 'function') return undefined;
+  if (obj instanceof Map || obj instanceof Set) return `a ${obj.constructor.name} at ${path}`;
+  if (seen.has(obj)) return `a cycle at ${path}`;
+  seen.add(obj);
+  const entries: [string, unknown][] = Array.isArray(obj)
+    ? obj.map((v, i) => [`[${i}]`, v])
+    : Object.entries(obj).map(([k, v]) => [`.${k}`, v]);
+  for (const [step, v] of entries) {
+    const p = jsonProblem(v, `${path}${step}`, seen);
+    if (p) return p;
+  }
+  seen.delete(obj);
+  return undefined;
+}
+
+/** JSON (the default): rejects values JSON would lose before anything is sent. */
+export function jsonCodec<T = unknown>(): Codec<T> {
+  return {
+    encode: (value) => {
+      assertJsonSafe(value);
+      return encoder.encode(JSON.stringify(value));
+    },
+    decode: (data) => JSON.parse(decoder.decode(data)) as T,
+  };
+}
+
+/** UTF-8 strings. */
+export function stringCodec(): Codec<string> {
+  return {
+    encode: (value) => {
+      if (typeof value !== 'string') {
+        throw new NatskitError(
+          'INVALID_VALUE',
+          `the string codec needs a string, got ${typeof value}`,
+        );
+      }
+      return encoder.encode(value);
+    },
+    decode: (data) => decoder.decode(data),
+  };
+}
+
+/** Raw bytes. */
+export function bytesCodec(): Codec<Uint8Array> {
+  return {
+    encode: (value) => {
+      if (!(value instanceof Uint8Array))
+        throw new NatskitError('INVALID_VALUE', 'the bytes codec needs a Uint8Array');
+      return value;
+    },
+    decode: (data) => data,
+  };
+}
+
+/** A codec by name, or the codec given. */
+export function resolveCodec<T>(
+  codec: Codec<T> | 'json' | 'string' | 'bytes' | undefined,
+): Codec<T> {
+  if (codec === undefined || codec === 'json') return jsonCodec<T>();
+  if (codec === 'string') return stringCodec() as unknown as Codec<T>;
+  if (codec === 'bytes') return bytesCodec() as unknown as Codec<T>;
+  if (typeof codec.encode !== 'function' || typeof codec.decode !== 'function') {
+    throw new NatskitError(
+      'INVALID_OPTIONS',
+      'codec must be json, string, bytes, or { encode, decode }',
+    );
+  }
+  return codec;
+}
+
+/** Validates with a Standard Schema; returns the (possibly transformed) value or throws `VALIDATION_FAILED`. */
+export async function validate<T>(
+  schema: StandardSchemaV1<unknown, T> | undefined,
+  value: unknown,
+  context: Readonly<Record<string, unknown>>,
+): Promise<T> {
+  if (!schema) return value as T;
+  const result = await schema['~standard'].validate(value);
+  if (result.issues) {
+    const issues = result.issues.map((i) => ({
+      message: i.message,
+      path: (i.path ?? []).map((p) => (typeof p === 'object' ? p.key : p)).join('.'),
+    }));
+    throw new NatskitError(
+      'VALIDATION_FAILED',
+      `${context.direction === 'read' ? 'stored value' : 'value'} for key ${String(context.key)} failed validation: ${issues
+        .map((i) => `${i.path || '$'}: ${i.message}`)
+        .join('; ')}`,
+      { details: { ...context, issues } },
+    );
+  }
+  return result.value;
+}

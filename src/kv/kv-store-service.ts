@@ -1,0 +1,433 @@
+import { JetStreamApiError, type StreamConfig } from '@nats-io/jetstream';
+import { inject } from 'inversify';
+import type { Logger } from 'pino';
+import { ConnectionService } from '../connection/connection-service.js';
+import { NatskitError } from '../errors/natskit-error.js';
+import type { HealthCheckResult, Service, Token } from '../lifecycle/service.js';
+import { createToken } from '../lifecycle/service.js';
+import { LOGGER } from '../lifecycle/tokens.js';
+import { type RetryCounter, type RetryOptions, withRetry } from '../retry/retry.js';
+import { StreamService } from '../stream/stream-service.js';
+import {
+  type BulkPutEntry,
+  type BulkResult,
+  type KvBucket,
+  type KvBucketHealth,
+  KvBucketImpl,
+  type KvCallOptions,
+  type KvContext,
+  type KvDeleteOptions,
+  type KvEntry,
+  type KvPutOptions,
+} from './bucket.js';
+import {
+  type BucketConfig,
+  type BucketDifference,
+  checkBucketConfig,
+  type DriftPolicy,
+  diffBucket,
+  toStreamConfig,
+} from './bucket-config.js';
+import { type Codec, resolveCodec, type StandardSchemaV1 } from './codec.js';
+import { streamOf, validateBucket } from './names.js';
+import type { KvChange, KvWatcher, KvWatchOptions } from './watch.js';
+
+/** Options of a bucket handle. */
+export interface BucketOptions<T> {
+  /** @defaultValue 'json' */
+  readonly codec?: Codec<T> | 'json' | 'string' | 'bytes';
+  /** Validates every value written and read (zod, valibot, arktype...). */
+  readonly schema?: StandardSchemaV1<unknown, T>;
+  /**
+   * Create the bucket with this config when it does not exist. Without it, `bucket()` only binds
+   * an existing bucket and fails with `KV_BUCKET_NOT_FOUND` when there is none.
+   */
+  readonly provision?: BucketConfig;
+  /** When a provisioned bucket exists with another config. @defaultValue the service's `drift` */
+  readonly drift?: DriftPolicy;
+}
+
+/** Options of the KVStoreService (`options.kv` of the ServiceManager). */
+export interface KVStoreOptions {
+  /** Retries of transient errors. @defaultValue RETRY_DEFAULTS */
+  readonly retry?: RetryOptions;
+  /**
+   * `'error'`: fail with `KV_BUCKET_DRIFT`; `'warn'`: log and use the bucket as it is; `'update'`:
+   * apply what a stream update can (never storage). @defaultValue 'error'
+   */
+  readonly drift?: DriftPolicy;
+  /** Bucket of the state calls (`setState`...), provisioned on first use. @defaultValue 'natskit_state' */
+  readonly stateBucket?: string;
+  /** Config of the state bucket when natskit creates it. @defaultValue { history: 1 } */
+  readonly stateBucketConfig?: BucketConfig;
+}
+
+/** Token of the KV options, bound by the ServiceManager. */
+export const KV_OPTIONS: Token<KVStoreOptions> = createToken<KVStoreOptions>('KVStoreOptions');
+
+function sameOptions(a: BucketOptions<unknown>, b: BucketOptions<unknown>): boolean {
+  return (
+    a.codec === b.codec &&
+    a.schema === b.schema &&
+    a.drift === b.drift &&
+    JSON.stringify(a.provision ?? null) === JSON.stringify(b.provision ?? null)
+  );
+}
+
+interface CacheEntry {
+  readonly handle: Promise<KvBucketImpl<unknown>>;
+  readonly options: BucketOptions<unknown>;
+}
+
+/**
+ * NATS KV as a service: bound or provisioned buckets with cached handles, typed codecs and
+ * schemas, per-key TTL, watches that survive reconnects, bulk operations with a result per key,
+ * retries of transient errors, and health checks. Every method takes the bucket first; the same
+ * methods without it are on the handle from {@link KVStoreService.bucket}.
+ */
+export class KVStoreService implements Service {
+  readonly #connection: ConnectionService;
+  readonly #streams: StreamService;
+  readonly #log: Logger;
+  readonly #options: KVStoreOptions;
+  readonly #cache = new Map<string, CacheEntry>();
+  /** Retries of transient errors, for metrics. */
+  readonly metrics: RetryCounter = { retries: 0 };
+
+  constructor(
+    @inject(ConnectionService) connection: ConnectionService,
+    @inject(StreamService) streams: StreamService,
+    @inject(LOGGER) logger: Logger,
+    @inject(KV_OPTIONS) options: KVStoreOptions,
+  ) {
+    this.#connection = connection;
+    this.#streams = streams;
+    this.#log = logger.child({ service: 'kv' });
+    this.#options = options ?? {};
+  }
+
+  #context(): KvContext {
+    return {
+      nc: this.#connection.nc,
+      js: this.#streams.js,
+      jsm: this.#streams.jsm,
+      log: this.#log,
+      metrics: this.metrics,
+      retry: this.#options.retry ?? {},
+      requestTimeoutMs: 5_000,
+      capabilities: () => this.#connection.capabilities,
+      gone: (bucket) => {
+        this.#cache.delete(bucket);
+        this.#log.warn({ bucket }, 'bucket is gone; its cached handle was dropped');
+      },
+    };
+  }
+
+  /**
+   * A handle to a bucket. Without `provision` it binds an existing bucket and fails fast with
+   * `KV_BUCKET_NOT_FOUND`; with it, it creates the bucket, or compares the stored config with the
+   * one asked for and applies the drift policy. Handles are cached per bucket (concurrent first
+   * calls share one open), and dropped when the bucket is found deleted.
+   */
+  async bucket<T = unknown>(name: string, options: BucketOptions<T> = {}): Promise<KvBucket<T>> {
+    validateBucket(name);
+    const cached = this.#cache.get(name);
+    if (
+      cached &&
+      (Object.keys(options).length === 0 ||
+        sameOptions(options as BucketOptions<unknown>, cached.options))
+    ) {
+      return (await cached.handle) as KvBucket<T>;
+    }
+    const handle = this.#open(name, options);
+    this.#cache.set(name, {
+      handle: handle as Promise<KvBucketImpl<unknown>>,
+      options: options as BucketOptions<unknown>,
+    });
+    try {
+      return await handle;
+    } catch (err) {
+      if (this.#cache.get(name)?.handle === handle) this.#cache.delete(name);
+      throw err;
+    }
+  }
+
+  async #open<T>(name: string, options: BucketOptions<T>): Promise<KvBucketImpl<T>> {
+    const codec = { codec: resolveCodec(options.codec), schema: options.schema };
+    if (options.provision) checkBucketConfig(options.provision);
+    const config = options.provision
+      ? await this.#provision(
+          name,
+          options.provision,
+          options.drift ?? this.#options.drift ?? 'error',
+        )
+      : await this.#bind(name);
+    if (!config.allow_direct) {
+      this.#log.warn({ bucket: name }, 'bucket has no direct get; reads use the slower stream API');
+    }
+    return new KvBucketImpl<T>(this.#context(), name, config, codec);
+  }
+
+  async #info(name: string): Promise<StreamConfig | undefined> {
+    try {
+      const info = await withRetry(
+        `bucket info ${name}`,
+        () => this.#streams.jsm.streams.info(streamOf(name)),
+        this.#options.retry,
+        undefined,
+        this.metrics,
+      );
+      return info.config;
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.code === 10059) return undefined;
+      throw err;
+    }
+  }
+
+  async #bind(name: string): Promise<StreamConfig> {
+    const config = await this.#info(name);
+    if (!config) {
+      throw new NatskitError(
+        'KV_BUCKET_NOT_FOUND',
+        `bucket ${name} does not exist (bind; pass provision to create it)`,
+        {
+          details: { bucket: name },
+        },
+      );
+    }
+    return config;
+  }
+
+  async #provision(name: string, wanted: BucketConfig, drift: DriftPolicy): Promise<StreamConfig> {
+    const caps = this.#connection.capabilities;
+    this.#connection.requireFeature('jetstream', `bucket ${name}`);
+    if (wanted.perKeyTtl || wanted.markerTtlMs)
+      this.#connection.requireFeature('perKeyTtl', `bucket ${name} with per-key TTL`);
+    const jsm = this.#streams.jsm;
+    let stored = await this.#info(name);
+    if (!stored) {
+      try {
+        // Atomic publish is turned on where the server has it: transactions and fast bulk writes need it.
+        stored = (await jsm.streams.add(toStreamConfig(name, wanted, caps.features.atomicBatch)))
+          .config;
+        this.#log.info({ bucket: name }, 'bucket created');
+        return stored;
+      } catch (err) {
+        stored = await this.#info(name); // created by someone else meanwhile: compare below
+        if (!stored) throw err;
+      }
+    }
+    const diff = diffBucket(stored, wanted);
+    if (diff.length === 0) return stored;
+    return await this.#drift(name, stored, diff, drift);
+  }
+
+  async #drift(
+    name: string,
+    stored: StreamConfig,
+    diff: BucketDifference[],
+    drift: DriftPolicy,
+  ): Promise<StreamConfig> {
+    const text = diff
+      .map(
+        (d) => `${d.field} is ${JSON.stringify(d.existing)}, asked ${JSON.stringify(d.requested)}`,
+      )
+      .join('; ');
+    const fixed = diff.filter((d) => !d.updatable);
+    if (drift === 'error' || (drift === 'update' && fixed.length > 0)) {
+      throw new NatskitError(
+        'KV_BUCKET_DRIFT',
+        `bucket ${name} exists with a different config: ${text}`,
+        {
+          details: { bucket: name, differences: diff },
+        },
+      );
+    }
+    if (drift === 'warn') {
+      this.#log.warn(
+        { bucket: name, differences: diff },
+        'bucket exists with a different config; using it as it is',
+      );
+      return stored;
+    }
+    const wanted = Object.fromEntries(diff.map((d) => [d.field, d.requested])) as BucketConfig & {
+      directGet?: boolean;
+    };
+    const patch = toStreamConfig(name, { ...wanted }, stored.allow_atomic === true);
+    const keys: (keyof StreamConfig)[] = [];
+    for (const d of diff) {
+      const map: Record<string, (keyof StreamConfig)[]> = {
+        history: ['max_msgs_per_subject'],
+        ttlMs: ['max_age', 'duplicate_window'],
+        maxValueSize: ['max_msg_size'],
+        maxBytes: ['max_bytes'],
+        replicas: ['num_replicas'],
+        perKeyTtl: ['allow_msg_ttl'],
+        markerTtlMs: ['subject_delete_marker_ttl', 'allow_msg_ttl'],
+        directGet: ['allow_direct'],
+      };
+      keys.push(...(map[d.field] ?? []));
+    }
+    const update = {
+      ...stored,
+      ...Object.fromEntries(keys.map((k) => [k, patch[k]])),
+    } as StreamConfig;
+    const info = await this.#streams.jsm.streams.update(streamOf(name), update);
+    this.#log.info({ bucket: name, fields: diff.map((d) => d.field) }, 'bucket config updated');
+    return info.config;
+  }
+
+  /** Creates a bucket (or checks an existing one against `config` under the drift policy). */
+  async createBucket(name: string, config: BucketConfig = {}, drift?: DriftPolicy): Promise<void> {
+    validateBucket(name);
+    this.#cache.delete(name);
+    await this.bucket(name, { provision: config, ...(drift ? { drift } : {}) });
+  }
+
+  /** Deletes a bucket and its data; its cached handle is dropped. */
+  async deleteBucket(name: string): Promise<void> {
+    validateBucket(name);
+    this.#cache.delete(name);
+    try {
+      await this.#streams.jsm.streams.delete(streamOf(name));
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.code === 10059) {
+        throw new NatskitError('KV_BUCKET_NOT_FOUND', `bucket ${name} does not exist`, {
+          cause: err,
+          details: { bucket: name },
+        });
+      }
+      throw err;
+    }
+  }
+
+  /** Removes every key and revision of a bucket; the bucket stays. */
+  async purgeBucket(name: string): Promise<void> {
+    validateBucket(name);
+    await this.bucket(name);
+    await this.#streams.jsm.streams.purge(streamOf(name));
+  }
+
+  // ---- the handle's methods, bucket first ----
+
+  async get<T = unknown>(bucket: string, key: string, options?: KvCallOptions): Promise<T | null> {
+    return await (await this.bucket<T>(bucket)).get(key, options);
+  }
+  async getEntry<T = unknown>(
+    bucket: string,
+    key: string,
+    options?: KvCallOptions,
+  ): Promise<KvEntry<T> | null> {
+    return await (await this.bucket<T>(bucket)).getEntry(key, options);
+  }
+  async put<T = unknown>(
+    bucket: string,
+    key: string,
+    value: T,
+    options?: KvPutOptions,
+  ): Promise<number> {
+    return await (await this.bucket<T>(bucket)).put(key, value, options);
+  }
+  async create<T = unknown>(
+    bucket: string,
+    key: string,
+    value: T,
+    options?: Omit<KvPutOptions, 'revision'>,
+  ): Promise<number> {
+    return await (await this.bucket<T>(bucket)).create(key, value, options);
+  }
+  async update<T = unknown>(
+    bucket: string,
+    key: string,
+    value: T,
+    revision: number,
+    options?: KvCallOptions,
+  ): Promise<number> {
+    return await (await this.bucket<T>(bucket)).update(key, value, revision, options);
+  }
+  async delete(bucket: string, key: string, options?: KvDeleteOptions): Promise<void> {
+    await (await this.bucket(bucket)).delete(key, options);
+  }
+  async purge(bucket: string, key: string, options?: KvDeleteOptions): Promise<void> {
+    await (await this.bucket(bucket)).purge(key, options);
+  }
+  async keys(bucket: string, filter?: string): Promise<string[]> {
+    return await (await this.bucket(bucket)).keys(filter);
+  }
+  async getAll<T = unknown>(bucket: string, filter?: string): Promise<Map<string, T>> {
+    return await (await this.bucket<T>(bucket)).getAll(filter);
+  }
+  async history<T = unknown>(bucket: string, key: string): Promise<KvChange<T>[]> {
+    return await (await this.bucket<T>(bucket)).history(key);
+  }
+  async watch<T = unknown>(
+    bucket: string,
+    keyOrFilter?: string,
+    options?: KvWatchOptions<T>,
+  ): Promise<KvWatcher<T>> {
+    return await (await this.bucket<T>(bucket)).watch(keyOrFilter, options);
+  }
+  async bulkGet<T = unknown>(
+    bucket: string,
+    keys: readonly string[],
+    options?: KvCallOptions,
+  ): Promise<(T | null)[]> {
+    return await (await this.bucket<T>(bucket)).bulkGet(keys, options);
+  }
+  async bulkPut<T = unknown>(
+    bucket: string,
+    entries: readonly BulkPutEntry<T>[],
+    options?: KvCallOptions,
+  ): Promise<BulkResult[]> {
+    return await (await this.bucket<T>(bucket)).bulkPut(entries, options);
+  }
+  async bulkDelete(
+    bucket: string,
+    keys: readonly string[],
+    options?: KvCallOptions,
+  ): Promise<BulkResult[]> {
+    return await (await this.bucket(bucket)).bulkDelete(keys, options);
+  }
+  async healthCheck(bucket: string): Promise<KvBucketHealth> {
+    return await (await this.bucket(bucket)).healthCheck();
+  }
+
+  // ---- state calls on the default bucket ----
+
+  async #state<T>(): Promise<KvBucket<T>> {
+    return await this.bucket<T>(this.#options.stateBucket ?? 'natskit_state', {
+      provision: this.#options.stateBucketConfig ?? { history: 1 },
+      drift: 'warn',
+    });
+  }
+  /** Sets a state value; returns its revision. */
+  async setState<T = unknown>(key: string, value: T, options?: KvPutOptions): Promise<number> {
+    return await (await this.#state<T>()).put(key, value, options);
+  }
+  /** A state value, or null. */
+  async getState<T = unknown>(key: string): Promise<T | null> {
+    return await (await this.#state<T>()).get(key);
+  }
+  /** Calls `onChange` with each change of a state key (or filter); stop it with the returned watcher. */
+  async watchState<T = unknown>(
+    keyOrFilter: string,
+    onChange: (change: KvChange<T>) => void | Promise<void>,
+  ): Promise<KvWatcher<T>> {
+    return await (await this.#state<T>()).watch(keyOrFilter, { onChange });
+  }
+  /** Deletes a state key. */
+  async deleteState(key: string): Promise<void> {
+    await (await this.#state()).delete(key);
+  }
+
+  /** `pass` while JetStream is there; the bucket checks are per bucket (`healthCheck`). */
+  health(): HealthCheckResult {
+    return this.#connection.capabilities.jetstream
+      ? { status: 'pass', observedValue: this.#cache.size, observedUnit: 'buckets' }
+      : { status: 'fail', output: 'JetStream is not enabled' };
+  }
+
+  stop(): void {
+    this.#cache.clear();
+  }
+}

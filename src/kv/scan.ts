@@ -1,0 +1,51 @@
+import {
+  AckPolicy,
+  DeliverPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+} from '@nats-io/jetstream';
+import { nanos, nuid } from '@nats-io/transport-node';
+
+/**
+ * Reads every message a fresh consumer would deliver (the last per subject, or all) and stops
+ * when it has them all. The consumer is ephemeral (deleted after, and by the server 30 s after
+ * a crash); its `num_pending` at creation tells exactly how many to expect, so an empty match
+ * ends at once.
+ */
+export async function* scan(
+  jsm: JetStreamManager,
+  js: JetStreamClient,
+  stream: string,
+  filterSubject: string,
+  options: { lastPerSubject: boolean; headersOnly: boolean },
+): AsyncGenerator<JsMsg> {
+  const name = `natskit_scan_${nuid.next()}`;
+  const info = await jsm.consumers.add(stream, {
+    name,
+    ack_policy: AckPolicy.None,
+    deliver_policy: options.lastPerSubject ? DeliverPolicy.LastPerSubject : DeliverPolicy.All,
+    filter_subject: filterSubject,
+    headers_only: options.headersOnly,
+    mem_storage: true,
+    num_replicas: 1,
+    inactive_threshold: nanos(30_000),
+  });
+  try {
+    let left = info.num_pending;
+    if (left === 0) return;
+    const consumer = await js.consumers.get(stream, name);
+    while (left > 0) {
+      const batch = await consumer.fetch({ max_messages: Math.min(left, 1_000), expires: 5_000 });
+      let got = 0;
+      for await (const m of batch) {
+        got++;
+        left--;
+        yield m;
+      }
+      if (got === 0) break; // the messages went away (limits, TTL) while we read
+    }
+  } finally {
+    await jsm.consumers.delete(stream, name).catch(() => undefined);
+  }
+}
