@@ -243,6 +243,8 @@ describe('KVStoreService', () => {
           initialized = true;
         },
       });
+      const t0 = Date.now();
+      while (!initialized && Date.now() - t0 < 5_000) await sleep(10);
       await kv.put('w1', 'a', 3);
       await kv.delete('w1', 'b');
       const deadline = Date.now() + 5_000;
