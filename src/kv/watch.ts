@@ -54,7 +54,10 @@ export interface KvWatchOptions<T> {
   readonly bufferSize?: number;
   /** Callback form: called for each change, in order, one at a time (awaited). */
   readonly onChange?: (change: KvChange<T>) => void | Promise<void>;
-  /** Called once the initial state has been delivered. */
+  /**
+   * Called once the initial state has been delivered; changes after it are updates. A write that
+   * races the start of the watch is delivered either way, as initial state or as an update.
+   */
   readonly onInitialized?: () => void;
 }
 
@@ -123,19 +126,22 @@ export async function startWatch<T>(
       `watch fromRevision must be an integer >= 0, got ${from}`,
     );
   }
+  // 'updates' starts right after the stream's last sequence now: the client creates its consumer
+  // asynchronously, and a write made after watch() resolved must not be missed.
+  const updatesFrom =
+    include === 'updates' && from === undefined
+      ? (await jsm.streams.info(stream)).state.last_seq
+      : undefined;
+  const resumeAfter = from ?? updatesFrom;
   const deliver =
-    from !== undefined
+    resumeAfter !== undefined
       ? DeliverPolicy.StartSequence
       : include === 'history'
         ? DeliverPolicy.All
-        : include === 'updates'
-          ? DeliverPolicy.New
-          : DeliverPolicy.LastPerSubject;
-  const startSeq = from === undefined ? undefined : from + 1;
+        : DeliverPolicy.LastPerSubject;
+  const startSeq = resumeAfter === undefined ? undefined : resumeAfter + 1;
   let pendingInitial =
-    include === 'updates' && from === undefined
-      ? 0
-      : await initialCount(jsm, stream, filter, deliver, startSeq);
+    updatesFrom !== undefined ? 0 : await initialCount(jsm, stream, filter, deliver, startSeq);
 
   // An ordered consumer recreates itself after a reconnect, a missed heartbeat or a server restart,
   // starting after the last stream sequence it delivered.
@@ -145,7 +151,7 @@ export async function startWatch<T>(
     ...(startSeq === undefined ? {} : { opt_start_seq: startSeq }),
   });
   const messages: Messages = await consumer.consume({ max_messages: bufferSize });
-  let lastRevision = from ?? 0;
+  let lastRevision = resumeAfter ?? 0;
   let initialized = false;
   const markInitialized = () => {
     if (initialized) return;
