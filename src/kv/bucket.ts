@@ -274,7 +274,8 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     return data;
   }
 
-  async #decode(key: string, m: { data: Uint8Array; seq: number }): Promise<T> {
+  /** Decodes a stored value; synchronous unless the bucket has a schema (then validation may be async). */
+  #decode(key: string, m: { data: Uint8Array; seq: number }): T | Promise<T> {
     let value: unknown;
     try {
       value = this.#c.codec.decode(m.data);
@@ -282,13 +283,11 @@ export class KvBucketImpl<T> implements KvBucket<T> {
       throw new NatskitError(
         'DECODE_FAILED',
         `stored value of key ${key} (revision ${m.seq}) cannot be decoded: ${(err as Error).message}`,
-        {
-          cause: err,
-          details: { bucket: this.name, key, revision: m.seq },
-        },
+        { cause: err, details: { bucket: this.name, key, revision: m.seq } },
       );
     }
-    return await validate(this.#c.schema, value, {
+    if (!this.#c.schema) return value as T;
+    return validate(this.#c.schema, value, {
       key,
       revision: m.seq,
       direction: 'read',
@@ -336,18 +335,20 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     return `${ttlMs}ms`;
   }
 
-  /** Publishes one write; every attempt carries the same message id, so a retry cannot apply twice. */
+  /** Publishes one write, retrying transient failures. */
   async #write(
     key: string,
     data: Uint8Array,
     h: Record<string, string>,
     o: KvCallOptions & { revision?: number | undefined; ttl?: string | undefined },
   ): Promise<number> {
-    const opts: Partial<JetStreamPublishOptions> = {
-      msgID: nuid.next(),
-      timeout: this.#ctx.requestTimeoutMs,
-    };
+    const opts: Partial<JetStreamPublishOptions> = { timeout: this.#ctx.requestTimeoutMs };
     if (o.revision !== undefined) {
+      // A compare-and-set retried after a lost acknowledgement must not come back as a false
+      // conflict: the message id makes the server answer the retry with the first write's ack.
+      // A plain put goes without (no dedup bookkeeping on the hot path); its retry may store the
+      // same value twice, which leaves the same state and one more revision.
+      opts.msgID = nuid.next();
       if (!Number.isInteger(o.revision) || o.revision < 0) {
         throw new NatskitError(
           'INVALID_OPTIONS',

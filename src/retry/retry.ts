@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { JetStreamApiError } from '@nats-io/jetstream';
 import {
   ClosedConnectionError,
@@ -65,15 +66,24 @@ export async function withRetry<T>(
   counter?: RetryCounter,
 ): Promise<T> {
   const o = { ...RETRY_DEFAULTS, ...options };
-  let attempts = 0;
+  let attempts = 1;
   try {
+    signal?.throwIfAborted();
+    // The first attempt runs bare: p-retry's setup is only paid once something failed.
+    try {
+      return await fn(1);
+    } catch (err) {
+      if (o.retries <= 0 || !isTransient(err)) throw err;
+      if (counter) counter.retries++;
+    }
+    await sleep(o.minDelayMs * (1 + Math.random()), undefined, signal ? { signal } : {});
     return await pRetry(
       (attempt) => {
-        attempts = attempt;
-        return fn(attempt);
+        attempts = attempt + 1;
+        return fn(attempts);
       },
       {
-        retries: o.retries,
+        retries: o.retries - 1,
         minTimeout: o.minDelayMs,
         maxTimeout: o.maxDelayMs,
         factor: o.factor,

@@ -1,0 +1,179 @@
+// natskit vs the raw @nats-io/kv client, on the same fresh nats-server, in one run.
+// P1 get/put p50 latency (target natskit/raw <= 1.05), P2 bulkPut of 10k keys vs raw puts with
+// 256 in flight (target >= 2x), P3 bulkGet of 1000 keys vs raw gets with 256 in flight (>= 4x).
+// Run: npm run bench   (BENCH_ROUNDS=3 by default; the median round is reported)
+import { jetstream } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
+import { connect } from '@nats-io/transport-node';
+import { KVStoreService, ServiceManager } from 'natskit';
+import { startNatsServer } from 'natskit/testing';
+
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const median = (xs: number[]) =>
+  [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
+const p50 = (xs: number[]) => median(xs);
+
+async function time(fn: () => Promise<unknown>): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  return performance.now() - t0;
+}
+
+async function inFlight<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<unknown>,
+): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: limit }, async () => {
+      while (next < items.length) await fn(items[next++] as T);
+    }),
+  );
+}
+
+async function main(): Promise<void> {
+  await using server = await startNatsServer();
+  await using app = await ServiceManager.start({
+    logger: { level: 'warn' },
+    nats: { servers: server.url },
+  });
+  const kv = app.get(KVStoreService);
+  const nc = await connect({ servers: server.url });
+  const kvm = new Kvm(jetstream(nc));
+  const results: Record<string, number[]> = {};
+  const record = (name: string, value: number) => {
+    results[name] ??= [];
+    results[name].push(value);
+  };
+
+  for (let round = 0; round < rounds; round++) {
+    // Two fresh buckets with the same config; the raw handle uses direct get too (a fair fight).
+    const nb = `natskit_${round}`;
+    const rb = `raw_${round}`;
+    const mine = await kv.bucket<{ n: number }>(nb, { provision: { history: 1 } });
+    await kv.createBucket(rb, { history: 1 });
+    const raw = await kvm.open(rb, { allow_direct: true } as never);
+    const value = (n: number) => ({ n });
+    const enc = (n: number) => JSON.stringify(value(n));
+
+    // P1: sequential latency, interleaved so both see the same machine state.
+    const getN: number[] = [];
+    const getR: number[] = [];
+    const putN: number[] = [];
+    const putR: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      await mine.put(`w${i}`, value(i));
+      await raw.put(`w${i}`, enc(i));
+    }
+    for (let i = 0; i < 2_000; i++) {
+      const k = `k${i % 100}`;
+      const natskitPut = async () => putN.push(await time(() => mine.put(k, value(i))));
+      const rawPut = async () => putR.push(await time(() => raw.put(k, enc(i))));
+      const natskitGet = async () => getN.push(await time(() => mine.get(k)));
+      const rawGet = async () =>
+        getR.push(await time(async () => JSON.parse((await raw.get(k))?.string() ?? 'null')));
+      // Alternate who goes first, so neither side always runs right after the other's write.
+      for (const step of i % 2 === 0
+        ? [natskitPut, rawPut, natskitGet, rawGet]
+        : [rawPut, natskitPut, rawGet, natskitGet]) {
+        await step();
+      }
+    }
+    record('P1 get p50 natskit ms', p50(getN));
+    record('P1 get p50 raw ms', p50(getR));
+    record('P1 put p50 natskit ms', p50(putN));
+    record('P1 put p50 raw ms', p50(putR));
+
+    // P2: 10k keys written.
+    const entries = Array.from({ length: 10_000 }, (_, i) => ({ key: `b${i}`, value: value(i) }));
+    const bulkMs = await time(async () => {
+      const res = await mine.bulkPut(entries);
+      if (res.some((r) => !r.ok)) throw new Error('bulkPut failed');
+    });
+    const rawPutMs = await time(() =>
+      inFlight(entries, 256, (e) => raw.put(e.key, enc(e.value.n))),
+    );
+    record('P2 bulkPut 10k natskit ms', bulkMs);
+    record('P2 raw 256-in-flight puts 10k ms', rawPutMs);
+
+    // P3: 1000 keys read.
+    const keys = entries.slice(0, 1_000).map((e) => e.key);
+    const bulkGetMs = await time(async () => {
+      const got = await mine.bulkGet(keys);
+      if (got.length !== 1_000 || got.some((v) => v === null))
+        throw new Error('bulkGet missed keys');
+    });
+    const rawGetMs = await time(() =>
+      inFlight(keys, 256, async (k) => {
+        const e = await raw.get(k);
+        if (!e) throw new Error('raw get missed a key');
+      }),
+    );
+    const jsm = await jetstream(nc).jetstreamManager();
+    const subjects = keys.map((k) => `$KV.${nb}.${k}`);
+    const floorMs = await time(async () => {
+      let n = 0;
+      for await (const _ of await jsm.direct.getLastMessagesFor(`KV_${nb}`, {
+        multi_last: subjects,
+      }))
+        n++;
+      if (n !== 1_000) throw new Error('multi_last missed keys');
+    });
+    record('P3 bare multi_last 1000 ms', floorMs);
+    record('P3 bulkGet 1000 natskit ms', bulkGetMs);
+    record('P3 raw 256-in-flight gets 1000 ms', rawGetMs);
+
+    await kv.deleteBucket(nb);
+    await kv.deleteBucket(rb);
+  }
+  await nc.close();
+
+  const m = (name: string) => median(results[name] ?? []);
+  const rows = [
+    [
+      'P1 get p50',
+      m('P1 get p50 natskit ms'),
+      m('P1 get p50 raw ms'),
+      m('P1 get p50 natskit ms') / m('P1 get p50 raw ms'),
+      '<= 1.05 (natskit/raw)',
+    ],
+    [
+      'P1 put p50',
+      m('P1 put p50 natskit ms'),
+      m('P1 put p50 raw ms'),
+      m('P1 put p50 natskit ms') / m('P1 put p50 raw ms'),
+      '<= 1.05 (natskit/raw)',
+    ],
+    [
+      'P2 bulkPut 10k',
+      m('P2 bulkPut 10k natskit ms'),
+      m('P2 raw 256-in-flight puts 10k ms'),
+      m('P2 raw 256-in-flight puts 10k ms') / m('P2 bulkPut 10k natskit ms'),
+      '>= 2 (raw/natskit time)',
+    ],
+    [
+      'P3 bulkGet 1000',
+      m('P3 bulkGet 1000 natskit ms'),
+      m('P3 raw 256-in-flight gets 1000 ms'),
+      m('P3 raw 256-in-flight gets 1000 ms') / m('P3 bulkGet 1000 natskit ms'),
+      '>= 4 (raw/natskit time)',
+    ],
+  ] as const;
+  console.log(`nats-server ${server.version}, ${rounds} round(s), median round; times in ms`);
+  console.log(
+    `(floor: one bare multi_last request for the same 1000 keys: ${m('P3 bare multi_last 1000 ms').toFixed(3)} ms)`,
+  );
+  console.log('| measure | natskit | raw | ratio | target |');
+  console.log('|---|---|---|---|---|');
+  for (const [name, n, r, ratio, target] of rows) {
+    console.log(
+      `| ${name} | ${n.toFixed(3)} | ${r.toFixed(3)} | ${ratio.toFixed(2)} | ${target} |`,
+    );
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
