@@ -33,6 +33,7 @@ export type { Codec, StandardSchemaResult, StandardSchemaV1 } from './kv/codec.j
 export { bytesCodec, jsonCodec, stringCodec } from './kv/codec.js';
 export type { BucketOptions, KVStoreOptions } from './kv/kv-store-service.js';
 export { KV_OPTIONS, KVStoreService } from './kv/kv-store-service.js';
+export type { Tx, TxIsolation, TxOptions, TxResult } from './kv/transaction.js';
 export type { KvChange, KvWatcher, KvWatchOptions } from './kv/watch.js';
 export type { ServiceManagerOptions } from './lifecycle/options.js';
 export { MANAGER_DEFAULTS } from './lifecycle/options.js';

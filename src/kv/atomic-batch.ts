@@ -1,10 +1,9 @@
 import {
+  createInbox,
+  type Msg,
   type NatsConnection,
-  NoRespondersError,
   headers as natsHeaders,
   nuid,
-  RequestError,
-  TimeoutError,
 } from '@nats-io/transport-node';
 import { NatskitError } from '../errors/natskit-error.js';
 
@@ -52,55 +51,95 @@ export async function publishAtomicBatch(
   nc: NatsConnection,
   messages: readonly BatchMessage[],
   timeoutMs: number,
+  /** @internal test seam: runs after every message but the commit is published. */
+  hooks: { beforeCommit?: () => Promise<void> } = {},
 ): Promise<BatchAck> {
-  if (messages.length === 0)
+  if (messages.length === 0) {
     throw new NatskitError('INVALID_OPTIONS', 'an atomic batch needs at least one message');
+  }
   if (messages.length > MAX_BATCH_MESSAGES) {
     throw new NatskitError(
       'TX_TOO_LARGE',
       `an atomic batch carries at most ${MAX_BATCH_MESSAGES} messages, got ${messages.length}`,
-      {
-        details: { count: messages.length, max: MAX_BATCH_MESSAGES },
-      },
+      { details: { count: messages.length, max: MAX_BATCH_MESSAGES } },
     );
   }
   const batchId = nuid.next();
   const last = messages.length - 1;
-  let reply: CommitReply;
-  try {
-    let commit: Promise<CommitReply> | undefined;
-    messages.forEach((m, i) => {
-      const h = natsHeaders();
-      for (const [k, v] of Object.entries(m.headers ?? {})) h.set(k, v);
-      h.set('Nats-Batch-Id', batchId);
-      h.set('Nats-Batch-Sequence', String(i + 1));
-      if (i === last) {
-        h.set('Nats-Batch-Commit', '1');
-        commit = nc
-          .request(m.subject, m.data, { headers: h, timeout: timeoutMs })
-          .then((r) => r.json<CommitReply>());
-      } else {
-        nc.publish(m.subject, m.data, { headers: h });
-      }
-    });
-    reply = await (commit as Promise<CommitReply>);
-  } catch (err) {
-    const noResponders =
-      err instanceof NoRespondersError || (err instanceof RequestError && err.isNoResponders());
-    const timedOut =
-      err instanceof TimeoutError ||
-      (err instanceof RequestError && err.cause instanceof TimeoutError);
-    if (noResponders || timedOut) {
-      throw new NatskitError(
-        'NATS_UNAVAILABLE',
-        noResponders
-          ? 'atomic batch: no stream answered the commit (nothing was stored)'
-          : `atomic batch: the commit reply did not come within ${timeoutMs} ms (the outcome is unknown)`,
-        { cause: err, details: { outcome: noResponders ? 'not-applied' : 'unknown', batchId } },
-      );
-    }
-    throw err;
+  const header = (m: BatchMessage, i: number) => {
+    const h = natsHeaders();
+    for (const [k, v] of Object.entries(m.headers ?? {})) h.set(k, v);
+    h.set('Nats-Batch-Id', batchId);
+    h.set('Nats-Batch-Sequence', String(i + 1));
+    return h;
+  };
+  for (let i = 0; i < last; i++) {
+    const m = messages[i] as BatchMessage;
+    nc.publish(m.subject, m.data, { headers: header(m, i) });
   }
+  if (hooks.beforeCommit) {
+    await nc.flush();
+    await hooks.beforeCommit();
+  }
+  // The commit reply comes to an inbox of our own, kept open after the timeout: a reply that
+  // arrives late still tells the outcome (see `details.lateReply`).
+  const inbox = createInbox();
+  const sub = nc.subscribe(inbox, { max: 1 });
+  const reply = (async (): Promise<Msg | undefined> => {
+    for await (const m of sub) return m;
+    return undefined;
+  })();
+  const m = messages[last] as BatchMessage;
+  const h = header(m, last);
+  h.set('Nats-Batch-Commit', '1');
+  nc.publish(m.subject, m.data, { headers: h, reply: inbox });
+  let timer: NodeJS.Timeout | undefined;
+  const first = await Promise.race([
+    reply,
+    new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (first === 'timeout') {
+    const late = setTimeout(() => sub.unsubscribe(), LATE_REPLY_MS);
+    const lateReply = reply.then((r) => {
+      clearTimeout(late);
+      return r === undefined ? undefined : () => interpretReply(r, batchId, messages.length);
+    });
+    throw new NatskitError(
+      'NATS_UNAVAILABLE',
+      `atomic batch: the commit reply did not come within ${timeoutMs} ms (the outcome is unknown)`,
+      { details: { outcome: 'unknown', batchId, lateReply } },
+    );
+  }
+  if (first === undefined) {
+    throw new NatskitError(
+      'NATS_UNAVAILABLE',
+      'atomic batch: the connection closed before the commit reply',
+      {
+        details: { outcome: 'unknown', batchId, lateReply: Promise.resolve(undefined) },
+      },
+    );
+  }
+  return interpretReply(first, batchId, messages.length);
+}
+
+/** How long an unanswered commit keeps listening for a late reply: past the server's 10 s batch abandon. */
+export const LATE_REPLY_MS = 15_000;
+
+/** Turns the server's commit reply into an ack, or throws the typed error it means. */
+export function interpretReply(msg: Msg, batchId: string, count: number): BatchAck {
+  if (msg.headers?.code === 503 || (msg.data.length === 0 && msg.headers?.hasError)) {
+    throw new NatskitError(
+      'NATS_UNAVAILABLE',
+      'atomic batch: no stream answered the commit (nothing was stored)',
+      {
+        details: { outcome: 'not-applied', batchId },
+      },
+    );
+  }
+  const reply = msg.json<CommitReply>();
   if (reply.error) {
     const apiCode = reply.error.err_code ?? 0;
     const details = { apiCode, description: reply.error.description, batchId };
@@ -120,15 +159,16 @@ export async function publishAtomicBatch(
         },
       );
     }
-    if (apiCode === 10199)
+    if (apiCode === 10199) {
       throw new NatskitError('TX_TOO_LARGE', `atomic batch too large: ${reply.error.description}`, {
         details,
       });
+    }
     throw new NatskitError('PUBLISH_FAILED', `atomic batch rejected: ${reply.error.description}`, {
       details,
     });
   }
-  if (reply.batch !== batchId || reply.count !== messages.length || typeof reply.seq !== 'number') {
+  if (reply.batch !== batchId || reply.count !== count || typeof reply.seq !== 'number') {
     // An old server ignores the batch headers and stores each message alone: never pass that off as atomic.
     throw new NatskitError(
       'CAPABILITY_MISSING',

@@ -25,8 +25,23 @@ import { MAX_BATCH_MESSAGES, publishAtomicBatch } from './atomic-batch.js';
 import { fromStreamConfig } from './bucket-config.js';
 import type { Codec, StandardSchemaV1 } from './codec.js';
 import { validate } from './codec.js';
-import { keyOf, streamOf, subjectOf, validateFilter, validateKey } from './names.js';
+import {
+  isReserved,
+  keyOf,
+  RESERVED_PREFIX,
+  streamOf,
+  subjectOf,
+  validateFilter,
+  validateKey,
+} from './names.js';
 import { scan } from './scan.js';
+import {
+  runTransaction,
+  type Tx,
+  type TxBackend,
+  type TxOptions,
+  type TxResult,
+} from './transaction.js';
 import { type KvChange, type KvWatcher, type KvWatchOptions, startWatch } from './watch.js';
 
 /** A live value with its metadata. */
@@ -107,6 +122,19 @@ export interface KvBucket<T = unknown> {
   bulkPut(entries: readonly BulkPutEntry<T>[], options?: KvCallOptions): Promise<BulkResult[]>;
   bulkDelete(keys: readonly string[], options?: KvCallOptions): Promise<BulkResult[]>;
   healthCheck(): Promise<KvBucketHealth>;
+  /**
+   * Runs `fn` as an optimistic transaction: its writes commit atomically (one JetStream atomic
+   * batch, server >= 2.12) only if nothing it read or wrote changed meanwhile; on a conflict it
+   * runs again on fresh reads, up to `maxAttempts`. `fn` must be safe to re-run: side effects
+   * belong after the commit. Transactions are per bucket.
+   */
+  transaction<R>(fn: (tx: Tx<T>) => Promise<R> | R, options?: TxOptions): Promise<TxResult<R>>;
+  /** Compare-and-set loop on one key; works on every server version. */
+  updateWith(
+    key: string,
+    fn: (current: T | null) => T | Promise<T>,
+    options?: TxOptions,
+  ): Promise<{ value: T; revision: number; attempts: number }>;
 }
 
 /** What a handle needs from its service. */
@@ -406,8 +434,10 @@ export class KvBucketImpl<T> implements KvBucket<T> {
   async keys(filter = '>'): Promise<string[]> {
     validateFilter(filter);
     const out: string[] = [];
-    for await (const m of this.#scan(filter, true, true))
-      if (!isAbsent(m.headers)) out.push(keyOf(this.name, m.subject));
+    for await (const m of this.#scan(filter, true, true)) {
+      const key = keyOf(this.name, m.subject);
+      if (!isAbsent(m.headers) && !isReserved(key)) out.push(key);
+    }
     return out;
   }
 
@@ -415,8 +445,8 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     validateFilter(filter);
     const out = new Map<string, T>();
     for await (const m of this.#scan(filter, true, false)) {
-      if (isAbsent(m.headers)) continue;
       const key = keyOf(this.name, m.subject);
+      if (isAbsent(m.headers) || isReserved(key)) continue;
       out.set(key, await this.#decode(key, m));
     }
     return out;
@@ -490,7 +520,7 @@ export class KvBucketImpl<T> implements KvBucket<T> {
       this.#ctx.jsm,
       this.stream,
       subjectOf(this.name, keyOrFilter),
-      (m, initial) => this.#change(m, initial),
+      (m, initial) => (isReserved(keyOf(this.name, m.subject)) ? null : this.#change(m, initial)),
       options,
       this.#ctx.log,
     );
@@ -666,6 +696,84 @@ export class KvBucketImpl<T> implements KvBucket<T> {
         return { key: String(key), ok: false, error: asNatskit(err) };
       }
     });
+  }
+
+  // ---- transactions ----
+
+  async transaction<R>(
+    fn: (tx: Tx<T>) => Promise<R> | R,
+    options?: TxOptions,
+  ): Promise<TxResult<R>> {
+    return await runTransaction(this.#backend(), fn, options);
+  }
+
+  async updateWith(
+    key: string,
+    fn: (current: T | null) => T | Promise<T>,
+    options?: TxOptions,
+  ): Promise<{ value: T; revision: number; attempts: number }> {
+    validateKey(key);
+    const result = await runTransaction(
+      this.#backend(),
+      async (tx) => {
+        const next = await fn(await tx.get(key));
+        await tx.put(key, next);
+        return next;
+      },
+      options,
+    );
+    return { value: result.value, revision: result.revisions[key] ?? 0, attempts: result.attempts };
+  }
+
+  /** Turns on atomic publish (stream update) the first time a batch needs it, and checks it took. */
+  async #ensureAtomic(what: string): Promise<void> {
+    requireFeature(this.#ctx.capabilities(), 'atomicBatch', what);
+    if (this.#config.allow_atomic) return;
+    const info = await this.#ctx.jsm.streams.update(this.stream, {
+      ...this.#config,
+      allow_atomic: true,
+    });
+    if (!info.config.allow_atomic) {
+      throw new NatskitError(
+        'CAPABILITY_MISSING',
+        `${what}: the stream of bucket ${this.name} refuses atomic publish`,
+        {
+          details: { feature: 'atomicBatch' },
+        },
+      );
+    }
+    this.#config = info.config;
+    this.#ctx.log.info(
+      { bucket: this.name },
+      'enabled atomic publish on the bucket (allow_atomic)',
+    );
+  }
+
+  #backend(): TxBackend<T> {
+    return {
+      bucket: this.name,
+      stream: this.stream,
+      reservedPrefix: RESERVED_PREFIX,
+      validateKey,
+      readLast: (key) => this.#call(`get ${key}`, () => this.#last(subjectOf(this.name, key))),
+      readNext: (key, seq) =>
+        this.#call(`get ${key}`, () =>
+          this.#ctx.jsm.direct.getMessage(this.stream, {
+            next_by_subj: subjectOf(this.name, key),
+            seq,
+          }),
+        ),
+      isAbsent: (m) => isAbsent(m.header),
+      encode: (key, value) => this.#encode(key, value),
+      decode: (key, m) => this.#decode(key, m),
+      ensureAtomic: (what) => this.#ensureAtomic(what),
+      writeOne: (key, data, revision) =>
+        data === null
+          ? this.#write(key, new Uint8Array(0), { [OPERATION]: 'DEL' }, { revision })
+          : this.#write(key, data, {}, { revision }),
+      publishBatch: (messages) =>
+        publishAtomicBatch(this.#ctx.nc, messages, this.#ctx.requestTimeoutMs),
+    };
   }
 
   async healthCheck(): Promise<KvBucketHealth> {

@@ -30,6 +30,7 @@ import {
 } from './bucket-config.js';
 import { type Codec, resolveCodec, type StandardSchemaV1 } from './codec.js';
 import { streamOf, validateBucket } from './names.js';
+import type { Tx, TxOptions, TxResult } from './transaction.js';
 import type { KvChange, KvWatcher, KvWatchOptions } from './watch.js';
 
 /** Options of a bucket handle. */
@@ -390,6 +391,27 @@ export class KVStoreService implements Service {
   }
   async healthCheck(bucket: string): Promise<KvBucketHealth> {
     return await (await this.bucket(bucket)).healthCheck();
+  }
+
+  /**
+   * Runs `fn` as an optimistic transaction on one bucket; see {@link KvBucket.transaction}.
+   * Returns `{ value, attempts, revisions }`.
+   */
+  async transaction<T = unknown, R = unknown>(
+    bucket: string,
+    fn: (tx: Tx<T>) => Promise<R> | R,
+    options?: TxOptions,
+  ): Promise<TxResult<R>> {
+    return await (await this.bucket<T>(bucket)).transaction(fn, options);
+  }
+  /** Compare-and-set loop on one key (every server version); see {@link KvBucket.updateWith}. */
+  async updateWith<T = unknown>(
+    bucket: string,
+    key: string,
+    fn: (current: T | null) => T | Promise<T>,
+    options?: TxOptions,
+  ): Promise<{ value: T; revision: number; attempts: number }> {
+    return await (await this.bucket<T>(bucket)).updateWith(key, fn, options);
   }
 
   // ---- state calls on the default bucket ----

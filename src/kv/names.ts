@@ -1,6 +1,12 @@
 import { NatskitError } from '../errors/natskit-error.js';
 
 const KEY = /^[-/=.\w]+$/;
+
+/** Keys natskit keeps for itself (the transaction guard key); hidden from keys, getAll and watch. */
+export const RESERVED_PREFIX = '_natskit.';
+
+/** True for a key natskit reserves. */
+export const isReserved = (key: string) => key.startsWith(RESERVED_PREFIX);
 const BUCKET = /^[-\w]+$/;
 
 /** Throws `INVALID_KEY` unless `key` follows the NATS KV key rules. */
@@ -11,11 +17,12 @@ export function validateKey(key: unknown): asserts key is string {
     key.startsWith('.') ||
     key.endsWith('.') ||
     key.includes('..') ||
-    key.startsWith('_kv')
+    key.startsWith('_kv') ||
+    key.startsWith(RESERVED_PREFIX)
   ) {
     throw new NatskitError(
       'INVALID_KEY',
-      `invalid key ${JSON.stringify(key)}: keys use letters, digits, and - / _ = . (not at the ends, no '..')`,
+      `invalid key ${JSON.stringify(key)}: keys use letters, digits, and - / _ = . (not at the ends, no '..'; _kv and _natskit. are reserved)`,
       { details: { key } },
     );
   }

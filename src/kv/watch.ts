@@ -107,7 +107,7 @@ export async function startWatch<T>(
   jsm: JetStreamManager,
   stream: string,
   filter: string,
-  toChange: (m: JsMsg, initial: boolean) => Promise<KvChange<T>>,
+  toChange: (m: JsMsg, initial: boolean) => Promise<KvChange<T>> | null,
   options: KvWatchOptions<T>,
   log: Logger,
 ): Promise<KvWatcher<T>> {
@@ -168,7 +168,7 @@ export async function startWatch<T>(
         const initial = !initialized;
         const change = await toChange(m, initial);
         if (initial && (--pendingInitial <= 0 || m.info.pending === 0)) markInitialized();
-        yield change;
+        if (change) yield change; // null: a key natskit reserves
       }
     } finally {
       // stop(), not close(): close() waits for this very iterator to drain.

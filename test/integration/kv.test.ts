@@ -382,10 +382,14 @@ describe('KVStoreService', () => {
     expect(await kv.getState('job.1')).toEqual({ status: 'done' });
     await kv.deleteState('job.1');
     expect(await kv.getState('job.1')).toBeNull();
-    const deadline = Date.now() + 5_000;
+    const deadline = Date.now() + 10_000;
     while (changes.length < 3 && Date.now() < deadline) await sleep(20);
     await watcher.stop();
-    expect(changes).toEqual(['queued', 'done', 'delete']);
+    expect(changes, `changes seen: ${JSON.stringify(changes)}`).toEqual([
+      'queued',
+      'done',
+      'delete',
+    ]);
   });
 });
 
