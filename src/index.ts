@@ -19,6 +19,14 @@ export { CONNECTION_DEFAULTS, CONNECTION_OPTIONS } from './connection/options.js
 export type { NatskitErrorOptions } from './errors/natskit-error.js';
 export { ErrorCode, NatskitAggregateError, NatskitError } from './errors/natskit-error.js';
 export type {
+  HealthCheckEntry,
+  HealthCheckFn,
+  HealthCheckOptions,
+  HealthReport,
+} from './health/health-registry.js';
+export { HealthRegistry } from './health/health-registry.js';
+export type { ProbeServerOptions } from './health/probe-server.js';
+export type {
   BulkPutEntry,
   BulkResult,
   KvBucket,

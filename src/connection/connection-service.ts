@@ -58,6 +58,8 @@ export class ConnectionService implements Service {
   };
   #capabilities: Capabilities | undefined;
   #closeResult: CloseResult | undefined;
+  /** When the connection was last lost (undefined while connected). */
+  #outageSince: number | undefined;
   #statusLoop: Promise<void> = Promise.resolve();
 
   constructor(
@@ -109,6 +111,8 @@ export class ConnectionService implements Service {
   #set(state: ConnectionState, changes: Partial<ConnectionStatus> = {}): void {
     const lameDuck = changes.lameDuck ?? this.#status.lameDuck;
     if (state === this.#status.state && lameDuck === this.#status.lameDuck) return;
+    if (state === 'connected') this.#outageSince = undefined;
+    else if (this.#status.state === 'connected') this.#outageSince = Date.now();
     const server = changes.server ?? this.#status.server;
     this.#status = {
       state,
@@ -251,9 +255,15 @@ export class ConnectionService implements Service {
       ? `${this.#capabilities.serverId} (${this.#capabilities.serverVersion})`
       : 'none';
     if (state !== 'connected' || !this.#nc) {
+      // A short outage while the client reconnects is a warning; past the grace it is a failure.
+      const outageMs = this.#outageSince === undefined ? 0 : Date.now() - this.#outageSince;
+      const inGrace =
+        state !== 'closed' && this.#nc !== undefined && outageMs < this.#options.reconnectGraceMs;
       return {
-        status: state === 'reconnecting' ? 'warn' : 'fail',
-        output: `connection ${state}; last server ${server}`,
+        status: inGrace ? 'warn' : 'fail',
+        observedValue: outageMs,
+        observedUnit: 'ms',
+        output: `connection ${state} for ${outageMs} ms (grace ${this.#options.reconnectGraceMs} ms); last server ${server}`,
       };
     }
     try {

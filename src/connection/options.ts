@@ -46,6 +46,11 @@ export interface ConnectionOptions {
   readonly reconnectJitterMs?: number;
   /** @defaultValue 30000 */
   readonly pingIntervalMs?: number;
+  /**
+   * How long a lost connection is only `warn` in health checks (reconnecting), before it is
+   * `fail`: orchestrators should not restart pods for a short reconnect. @defaultValue 30000
+   */
+  readonly reconnectGraceMs?: number;
   /** Deadline of the drain on stop, after which the connection is closed. @defaultValue 10000 */
   readonly drainTimeoutMs?: number;
   /** Deadline of requests natskit makes for itself (capability detection...). @defaultValue 5000 */
@@ -68,6 +73,7 @@ export const CONNECTION_DEFAULTS = Object.freeze({
   reconnectTimeWaitMs: 1_000,
   reconnectJitterMs: 500,
   pingIntervalMs: 30_000,
+  reconnectGraceMs: 30_000,
   drainTimeoutMs: 10_000,
   requestTimeoutMs: 5_000,
 });
@@ -99,6 +105,7 @@ export function resolveConnectionOptions(
     throw invalid('servers', 'must be a non-empty list of URLs');
   }
   for (const f of [
+    'reconnectGraceMs',
     'connectTimeoutMs',
     'reconnectTimeWaitMs',
     'pingIntervalMs',

@@ -2,6 +2,7 @@ import { fromEnv } from '../config/from-env.js';
 import { checkMs } from '../config/validate.js';
 import { type ConnectionOptions, resolveConnectionOptions } from '../connection/options.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import type { ProbeServerOptions } from '../health/probe-server.js';
 import type { KVStoreOptions } from '../kv/kv-store-service.js';
 import { LOG_LEVELS, type LoggerOption } from '../logging/logger.js';
 import type { ScopedRegistration, ServiceRegistration } from './service.js';
@@ -32,6 +33,8 @@ export interface ServiceManagerOptions {
    * unless you registered them yourself.
    */
   readonly nats?: ConnectionOptions;
+  /** Serve HTTP probes (`/livez`, `/readyz`, `/healthz`); `true` for the defaults. */
+  readonly health?: ProbeServerOptions | boolean;
   /** Options of the KVStoreService registered with `nats`. */
   readonly kv?: KVStoreOptions;
   /**
@@ -61,6 +64,7 @@ export interface ResolvedManagerOptions {
   readonly signal: AbortSignal | undefined;
   readonly nats: ConnectionOptions | undefined;
   readonly kv: KVStoreOptions;
+  readonly health: ProbeServerOptions | undefined;
 }
 
 function invalid(field: string, why: string): NatskitError {
@@ -105,6 +109,21 @@ export function resolveManagerOptions(options: ServiceManagerOptions): ResolvedM
   checkMs('startTimeoutMs', options.startTimeoutMs);
   checkMs('stopTimeoutMs', options.stopTimeoutMs);
   checkMs('shutdownTimeoutMs', options.shutdownTimeoutMs);
+  if (typeof options.health === 'object' && options.health !== null) {
+    const { port, shutdownDelayMs } = options.health;
+    if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port <= 65_535)) {
+      throw invalid('health.port', `must be an integer from 0 to 65535, got ${String(port)}`);
+    }
+    if (
+      shutdownDelayMs !== undefined &&
+      !(Number.isFinite(shutdownDelayMs) && shutdownDelayMs >= 0)
+    ) {
+      throw invalid(
+        'health.shutdownDelayMs',
+        `must be a number of milliseconds >= 0, got ${String(shutdownDelayMs)}`,
+      );
+    }
+  }
   const env = options.env === true ? fromEnv() : {};
   const nats = options.nats || env.nats ? { ...env.nats, ...options.nats } : undefined;
   if (nats) resolveConnectionOptions(nats); // fails here, before anything starts
@@ -126,5 +145,6 @@ export function resolveManagerOptions(options: ServiceManagerOptions): ResolvedM
     signal: options.signal,
     nats,
     kv: options.kv ?? {},
+    health: options.health === true ? {} : options.health || undefined,
   } as ResolvedManagerOptions;
 }

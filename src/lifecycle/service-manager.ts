@@ -4,6 +4,8 @@ import type { Logger } from 'pino';
 import { ConnectionService } from '../connection/connection-service.js';
 import { CONNECTION_OPTIONS } from '../connection/options.js';
 import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js';
+import { HealthRegistry } from '../health/health-registry.js';
+import { ProbeServer, type ProbeSource } from '../health/probe-server.js';
 import { KV_OPTIONS, KVStoreService } from '../kv/kv-store-service.js';
 import { createRootLogger } from '../logging/logger.js';
 import { StreamService } from '../stream/stream-service.js';
@@ -14,7 +16,13 @@ import {
   type ServiceManagerOptions,
 } from './options.js';
 import { type Scope, type ScopeOptions, ServiceScope } from './scope.js';
-import { type Service, type ServiceRegistration, type ServiceToken, tokenName } from './service.js';
+import {
+  type HealthCheckResult,
+  type Service,
+  type ServiceRegistration,
+  type ServiceToken,
+  tokenName,
+} from './service.js';
 import { installSignalHandlers } from './signals.js';
 import { LOGGER, SERVICE_MANAGER } from './tokens.js';
 
@@ -76,10 +84,19 @@ export class ServiceManager implements AsyncDisposable {
   #booting: Promise<void> = Promise.resolve();
   #stopping: Promise<void> | undefined;
   #uninstallSignals: (() => void) | undefined;
+  #probes: ProbeServer | undefined;
+  #probeUrl: string | undefined;
+  /** The app's health checks: every started service's `health()`, and your own. */
+  readonly health = new HealthRegistry();
 
   private constructor(options: ResolvedManagerOptions) {
     this.#options = options;
     this.logger = createRootLogger(options.logger);
+    this.health.register(
+      'process',
+      () => ({ status: 'pass', observedValue: Math.round(process.uptime()), observedUnit: 's' }),
+      { kind: 'liveness', cacheMs: 0 },
+    );
   }
 
   /**
@@ -111,13 +128,42 @@ export class ServiceManager implements AsyncDisposable {
     const onOuterAbort = () => manager.#bootAbort.abort(outer?.reason);
     outer?.addEventListener('abort', onOuterAbort, { once: true });
     if (outer?.aborted) onOuterAbort();
+    if (resolved.health) {
+      // Before the boot, so that /readyz answers 503 while starting; closed after the last stop.
+      manager.#probes = new ProbeServer(manager.#probeSource(), manager.logger);
+      manager.#probeUrl = await manager.#probes.listen(resolved.health);
+    }
     manager.#booting = manager.#boot(levels);
     try {
       await manager.#booting;
+    } catch (err) {
+      await manager.#probes?.close();
+      throw err;
     } finally {
       outer?.removeEventListener('abort', onOuterAbort);
     }
     return manager;
+  }
+
+  /** The base URL of the probe server (`/livez`, `/readyz`, `/healthz`), when `options.health` is set. */
+  get probeUrl(): string | undefined {
+    return this.#probeUrl;
+  }
+
+  #probeSource(): ProbeSource {
+    const connection = () =>
+      this.#state === 'running' && this.#container.isBound(ConnectionService)
+        ? this.#container.get(ConnectionService)
+        : undefined;
+    return {
+      registry: this.health,
+      ready: () =>
+        this.#state === 'running' && (connection()?.status.state ?? 'connected') === 'connected',
+      readyReason: () =>
+        this.#state !== 'running'
+          ? `manager is ${this.#state}`
+          : `NATS connection is ${connection()?.status.state}`,
+    };
   }
 
   /** Where the manager is in its life. */
@@ -258,7 +304,7 @@ export class ServiceManager implements AsyncDisposable {
       );
     }
     if (typeof instance?.start !== 'function') {
-      this.#started.push({ node, instance });
+      this.#markStarted(node, instance);
       return;
     }
     const ac = new AbortController();
@@ -287,7 +333,7 @@ export class ServiceManager implements AsyncDisposable {
         );
         throw err;
       }
-      this.#started.push({ node, instance });
+      this.#markStarted(node, instance);
       this.logger.info({ service, ms: Math.round(performance.now() - t0) }, 'service started');
     } catch (err) {
       if (NatskitError.is(err, 'SERVICE_START_TIMEOUT') && err.service === service) throw err;
@@ -302,6 +348,21 @@ export class ServiceManager implements AsyncDisposable {
     } finally {
       timer.clear();
       levelSignal.removeEventListener('abort', onLevelAbort);
+    }
+  }
+
+  /** Records a started service and registers its health checks. */
+  #markStarted(node: GraphNode, instance: Service): void {
+    this.#started.push({ node, instance });
+    const s = instance as Service & {
+      liveness?: () => HealthCheckResult | Promise<HealthCheckResult>;
+    };
+    if (typeof s?.health === 'function')
+      this.health.register(node.name, () => s.health?.() ?? { status: 'pass' });
+    if (typeof s?.liveness === 'function') {
+      this.health.register(`${node.name}:liveness`, () => s.liveness?.() ?? { status: 'pass' }, {
+        kind: 'liveness',
+      });
     }
   }
 
@@ -340,11 +401,17 @@ export class ServiceManager implements AsyncDisposable {
       return;
     }
     if (this.#state !== 'running') return;
-    this.#setState('stopping');
+    this.#setState('stopping'); // /readyz answers 503 from here on
+    const delayMs = this.#options.health?.shutdownDelayMs ?? 0;
+    if (delayMs > 0) {
+      this.logger.info({ ms: delayMs }, 'not ready; waiting before stopping services');
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
     const t0 = performance.now();
     const errors = await this.#stopStarted('stop');
     this.#uninstallSignals?.();
     this.#setState('stopped');
+    await this.#probes?.close(); // /livez answered 200 until here
     this.logger.info({ ms: Math.round(performance.now() - t0), failed: errors.length }, 'stopped');
     if (errors.length > 0) {
       throw new NatskitAggregateError(

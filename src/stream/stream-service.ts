@@ -310,6 +310,29 @@ export class StreamService implements Service {
       throw new AggregateError(errors, `${errors.length} worker(s) failed to stop`);
   }
 
+  /**
+   * Liveness: `fail` when a running worker's fetch loop has not ticked within its `stuckAfterMs`
+   * (an idle worker ticks every fetch period, so idle is live).
+   */
+  liveness(): HealthCheckResult {
+    const running = [...this.#workers].filter((w) => w.running);
+    const stuck = running.filter((w) => !w.progress().healthy);
+    if (stuck.length > 0) {
+      return {
+        status: 'fail',
+        output: stuck
+          .map((w) => `${w.name}: fetch loop silent for ${w.progress().msSinceTick} ms`)
+          .join('; '),
+      };
+    }
+    const oldest = Math.max(0, ...running.map((w) => w.progress().msSinceTick));
+    return {
+      status: 'pass',
+      observedValue: oldest,
+      observedUnit: 'ms since the oldest fetch-loop tick',
+    };
+  }
+
   /** `fail` without JetStream, `warn` when a worker's fetch loop is stuck, else `pass`. */
   health(): HealthCheckResult {
     if (!this.#connection.capabilities.jetstream)

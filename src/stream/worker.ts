@@ -220,6 +220,12 @@ class JobWorker<T> implements Worker<T> {
   #stopping: Promise<{ finished: number; naked: number }> | undefined;
   #lastTickAt = Date.now();
   #lastFetchError: string | undefined;
+  #blocked: Promise<void> | undefined;
+
+  /** @internal test seam: the fetch loop's next await never settles, as a stuck loop's would. */
+  [Symbol.for('natskit.test.blockFetchLoop')](): void {
+    this.#blocked = new Promise<void>(() => undefined);
+  }
 
   constructor(
     o: WorkerOptions<T>,
@@ -279,6 +285,7 @@ class JobWorker<T> implements Worker<T> {
         continue;
       }
       try {
+        if (this.#blocked !== undefined) await this.#blocked; // test seam: a fetch that never returns
         const batch = await this.#consumer.fetch({
           max_messages: free,
           expires: this.#fetchExpiresMs,
@@ -386,7 +393,8 @@ class JobWorker<T> implements Worker<T> {
     }
     this.stats.nakedOnStop += naked;
     // The loop ends within one fetch period; naks above are already on their way.
-    await this.#loop?.catch(() => undefined);
+    // Bounded: a stuck loop must not hang the shutdown.
+    await Promise.race([this.#loop?.catch(() => undefined), sleep(this.#fetchExpiresMs + 1_000)]);
     this.#onStopped();
     const finished = this.stats.processed + this.stats.failed + this.stats.terminated - before;
     this.#log.info({ finished, naked }, 'worker stopped');
