@@ -121,7 +121,8 @@ export class ConnectionService implements Service {
       since: state === this.#status.state ? this.#status.since : Date.now(),
     };
     const line = { state, lameDuck, server };
-    if (state === 'connected' && !lameDuck) this.#log.info(line, 'nats connection status');
+    if ((state === 'connected' && !lameDuck) || state === 'closed')
+      this.#log.info(line, 'nats connection status');
     else this.#log.warn(line, 'nats connection status');
     for (const listener of this.#listeners) {
       try {
