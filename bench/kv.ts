@@ -7,30 +7,10 @@ import { Kvm } from '@nats-io/kv';
 import { connect } from '@nats-io/transport-node';
 import { KVStoreService, ServiceManager } from 'natskit';
 import { startNatsServer } from 'natskit/testing';
+import { inFlight, median, time } from './lib.ts';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-const median = (xs: number[]) =>
-  [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
-const p50 = (xs: number[]) => median(xs);
-
-async function time(fn: () => Promise<unknown>): Promise<number> {
-  const t0 = performance.now();
-  await fn();
-  return performance.now() - t0;
-}
-
-async function inFlight<T>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T) => Promise<unknown>,
-): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: limit }, async () => {
-      while (next < items.length) await fn(items[next++] as T);
-    }),
-  );
-}
+const p50 = median;
 
 async function main(): Promise<void> {
   await using server = await startNatsServer();

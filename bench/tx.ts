@@ -6,15 +6,7 @@ import { Kvm } from '@nats-io/kv';
 import { connect } from '@nats-io/transport-node';
 import { KVStoreService, ServiceManager } from 'natskit';
 import { startNatsServer } from 'natskit/testing';
-
-const median = (xs: number[]) =>
-  [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
-
-async function time(fn: () => Promise<unknown>): Promise<number> {
-  const t0 = performance.now();
-  await fn();
-  return performance.now() - t0;
-}
+import { median, time } from './lib.ts';
 
 async function main(): Promise<void> {
   await using server = await startNatsServer();

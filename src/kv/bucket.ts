@@ -330,25 +330,33 @@ export class KvBucketImpl<T> implements KvBucket<T> {
       : await jsm.streams.getMessage(this.stream, { last_by_subj: subject });
   }
 
-  /** Turns on `allow_msg_ttl` (one way) the first time a TTL is used. */
-  async #ensureTtl(): Promise<void> {
-    requireFeature(this.#ctx.capabilities(), 'perKeyTtl', `a per-key TTL on bucket ${this.name}`);
-    if (this.#config.allow_msg_ttl) return;
-    const info = await this.#ctx.jsm.streams.update(this.stream, {
-      ...this.#config,
-      allow_msg_ttl: true,
-    });
-    if (!info.config.allow_msg_ttl) {
+  /**
+   * Turns on a one-way stream flag the first time it is needed (per-key TTL, atomic publish),
+   * after checking the server has the feature, and checks the server kept it.
+   */
+  async #enable(
+    flag: 'allow_msg_ttl' | 'allow_atomic',
+    feature: 'perKeyTtl' | 'atomicBatch',
+    what: string,
+  ): Promise<void> {
+    requireFeature(this.#ctx.capabilities(), feature, what);
+    if (this.#config[flag]) return;
+    const info = await this.#ctx.jsm.streams.update(this.stream, { ...this.#config, [flag]: true });
+    if (!info.config[flag]) {
       throw new NatskitError(
         'CAPABILITY_MISSING',
-        `the server did not enable per-message TTL on bucket ${this.name}`,
+        `${what}: the stream of bucket ${this.name} refused ${flag}`,
         {
-          details: { feature: 'perKeyTtl' },
+          details: { feature },
         },
       );
     }
     this.#config = info.config;
-    this.#ctx.log.info({ bucket: this.name }, 'enabled per-key TTL on the bucket (allow_msg_ttl)');
+    this.#ctx.log.info({ bucket: this.name, flag }, 'enabled a stream flag on the bucket');
+  }
+
+  #ensureTtl(): Promise<void> {
+    return this.#enable('allow_msg_ttl', 'perKeyTtl', `a per-key TTL on bucket ${this.name}`);
   }
 
   #ttl(ttlMs: number | undefined): string | undefined {
@@ -725,30 +733,6 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     return { value: result.value, revision: result.revisions[key] ?? 0, attempts: result.attempts };
   }
 
-  /** Turns on atomic publish (stream update) the first time a batch needs it, and checks it took. */
-  async #ensureAtomic(what: string): Promise<void> {
-    requireFeature(this.#ctx.capabilities(), 'atomicBatch', what);
-    if (this.#config.allow_atomic) return;
-    const info = await this.#ctx.jsm.streams.update(this.stream, {
-      ...this.#config,
-      allow_atomic: true,
-    });
-    if (!info.config.allow_atomic) {
-      throw new NatskitError(
-        'CAPABILITY_MISSING',
-        `${what}: the stream of bucket ${this.name} refuses atomic publish`,
-        {
-          details: { feature: 'atomicBatch' },
-        },
-      );
-    }
-    this.#config = info.config;
-    this.#ctx.log.info(
-      { bucket: this.name },
-      'enabled atomic publish on the bucket (allow_atomic)',
-    );
-  }
-
   #backend(): TxBackend<T> {
     return {
       bucket: this.name,
@@ -766,7 +750,7 @@ export class KvBucketImpl<T> implements KvBucket<T> {
       isAbsent: (m) => isAbsent(m.header),
       encode: (key, value) => this.#encode(key, value),
       decode: (key, m) => this.#decode(key, m),
-      ensureAtomic: (what) => this.#ensureAtomic(what),
+      ensureAtomic: (what) => this.#enable('allow_atomic', 'atomicBatch', what),
       writeOne: (key, data, revision) =>
         data === null
           ? this.#write(key, new Uint8Array(0), { [OPERATION]: 'DEL' }, { revision })

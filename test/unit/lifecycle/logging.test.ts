@@ -1,32 +1,8 @@
-import { Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { createToken, inject, LOGGER, type Service, ServiceManager } from '../../../src/index.js';
-
-function capture(): {
-  stream: Writable;
-  lines: () => Record<string, unknown>[];
-  text: () => string;
-} {
-  const chunks: string[] = [];
-  const stream = new Writable({
-    write(chunk, _enc, done) {
-      chunks.push(String(chunk));
-      done();
-    },
-  });
-  const text = () => chunks.join('');
-  return {
-    stream,
-    text,
-    lines: () =>
-      text()
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
-  };
-}
+import { captureLogs } from '../../support/log-capture.js';
 
 const SECRETS = [
   'hunter2',
@@ -62,7 +38,7 @@ const DB = createToken<Service>('Database');
 
 describe('logging', () => {
   it('logs per-service start and stop timing and never a secret value', async () => {
-    const out = capture();
+    const out = captureLogs();
     const manager = await ServiceManager.start({
       logger: { level: 'info', destination: out.stream },
       services: [
@@ -86,7 +62,7 @@ describe('logging', () => {
   });
 
   it('adds the redaction to a logger the user passes in', async () => {
-    const out = capture();
+    const out = captureLogs();
     const manager = await ServiceManager.start({
       logger: pino({ level: 'info' }, out.stream),
       services: [{ token: Chatty, useClass: Chatty }],
