@@ -101,6 +101,25 @@ async function initialCount(
   return info.num_pending;
 }
 
+/** Creates the consumer holding a watch's initial state: the last message of every key, now. */
+async function openSnapshot(
+  jsm: JetStreamManager,
+  stream: string,
+  filter: string,
+): Promise<{ name: string; count: number }> {
+  const name = `natskit_watch_${nuid.next()}`;
+  const info = await jsm.consumers.add(stream, {
+    name,
+    ack_policy: AckPolicy.None,
+    deliver_policy: DeliverPolicy.LastPerSubject,
+    filter_subject: filter,
+    mem_storage: true,
+    num_replicas: 1,
+    inactive_threshold: nanos(60_000),
+  });
+  return { name, count: info.num_pending };
+}
+
 /** @internal used by bucket handles. */
 export async function startWatch<T>(
   js: JetStreamClient,
@@ -126,22 +145,24 @@ export async function startWatch<T>(
       `watch fromRevision must be an integer >= 0, got ${from}`,
     );
   }
-  // 'updates' starts right after the stream's last sequence now: the client creates its consumer
-  // asynchronously, and a write made after watch() resolved must not be missed.
-  const updatesFrom =
-    include === 'updates' && from === undefined
+  // The live part always starts at a pinned stream sequence: the client creates its ordered
+  // consumer asynchronously (and may re-create it), so a start "from now" could fold a write made
+  // after watch() resolved into the initial state, or skip it.
+  const snapshotMode = include === 'last' && from === undefined;
+  const pinned =
+    from === undefined && include !== 'history'
       ? (await jsm.streams.info(stream)).state.last_seq
       : undefined;
-  const resumeAfter = from ?? updatesFrom;
-  const deliver =
-    resumeAfter !== undefined
-      ? DeliverPolicy.StartSequence
-      : include === 'history'
-        ? DeliverPolicy.All
-        : DeliverPolicy.LastPerSubject;
+  // 'last': the initial state comes from a consumer natskit creates on the server now, before
+  // watch() resolves, so it is the state at this moment; its num_pending is the exact count.
+  const snapshot = snapshotMode ? await openSnapshot(jsm, stream, filter) : undefined;
+  const resumeAfter = from ?? pinned;
+  const deliver = resumeAfter !== undefined ? DeliverPolicy.StartSequence : DeliverPolicy.All;
   const startSeq = resumeAfter === undefined ? undefined : resumeAfter + 1;
   let pendingInitial =
-    updatesFrom !== undefined ? 0 : await initialCount(jsm, stream, filter, deliver, startSeq);
+    snapshot !== undefined || include === 'updates'
+      ? 0
+      : await initialCount(jsm, stream, filter, deliver, startSeq);
 
   // An ordered consumer recreates itself after a reconnect, a missed heartbeat or a server restart,
   // starting after the last stream sequence it delivered.
@@ -158,12 +179,59 @@ export async function startWatch<T>(
     initialized = true;
     options.onInitialized?.();
   };
-  if (pendingInitial === 0) markInitialized();
+  if (pendingInitial === 0 && (snapshot?.count ?? 0) === 0) markInitialized();
+
+  // The first bufferSize initial entries are read now, before watch() resolves: with history 1 a
+  // later write removes the message the snapshot points at, and the consumer would hand out the
+  // newer one. Past bufferSize keys, the rest is read as the watch is consumed (bounded memory).
+  const snapshotConsumer =
+    snapshot && snapshot.count > 0 ? await js.consumers.get(stream, snapshot.name) : undefined;
+  const prefetched: JsMsg[] = [];
+  if (snapshotConsumer && snapshot) {
+    const first = await snapshotConsumer.fetch({
+      max_messages: Math.min(snapshot.count, bufferSize),
+      expires: 5_000,
+    });
+    for await (const m of first) prefetched.push(m);
+  }
+
+  async function* initialState(): AsyncGenerator<KvChange<T>> {
+    if (!snapshot) return;
+    let newest = lastRevision;
+    try {
+      let left = snapshot.count - prefetched.length;
+      for (const m of prefetched.splice(0)) {
+        newest = Math.max(newest, m.seq);
+        const change = await toChange(m, true);
+        if (change) yield change;
+      }
+      const c = snapshotConsumer;
+      while (c && left > 0) {
+        // Fetched in pieces of bufferSize: a large bucket's initial state is never all in memory.
+        const batch = await c.fetch({ max_messages: Math.min(left, bufferSize), expires: 5_000 });
+        let got = 0;
+        for await (const m of batch) {
+          got++;
+          left--;
+          newest = Math.max(newest, m.seq);
+          const change = await toChange(m, true);
+          if (change) yield change;
+        }
+        if (got === 0) break; // gone meanwhile (limits, TTL)
+      }
+    } finally {
+      await jsm.consumers.delete(stream, snapshot.name).catch(() => undefined);
+    }
+    // Live messages up to the newest initial one are already part of the initial state.
+    lastRevision = newest;
+    markInitialized();
+  }
 
   async function* changes(): AsyncGenerator<KvChange<T>> {
     try {
+      yield* initialState();
       for await (const m of messages) {
-        if (m.seq <= lastRevision) continue; // delivered before a reset: never twice
+        if (m.seq <= lastRevision) continue; // delivered before a reset, or in the initial state
         lastRevision = m.seq;
         const initial = !initialized;
         const change = await toChange(m, initial);
