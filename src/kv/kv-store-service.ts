@@ -59,7 +59,11 @@ export interface KVStoreOptions {
   readonly drift?: DriftPolicy;
   /** Bucket of the state calls (`setState`...), provisioned on first use. @defaultValue 'natskit_state' */
   readonly stateBucket?: string;
-  /** Config of the state bucket when natskit creates it. @defaultValue { history: 1 } */
+  /**
+   * Config of the state bucket when natskit creates it. History 5 so that a watcher sees every
+   * transition: with history 1 a value replaced at once can be gone before it is delivered.
+   * @defaultValue { history: 5 }
+   */
   readonly stateBucketConfig?: BucketConfig;
 }
 
@@ -418,7 +422,7 @@ export class KVStoreService implements Service {
 
   async #state<T>(): Promise<KvBucket<T>> {
     return await this.bucket<T>(this.#options.stateBucket ?? 'natskit_state', {
-      provision: this.#options.stateBucketConfig ?? { history: 1 },
+      provision: this.#options.stateBucketConfig ?? { history: 5 },
       drift: 'warn',
     });
   }

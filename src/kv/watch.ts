@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AckPolicy,
   DeliverPolicy,
@@ -172,6 +173,21 @@ export async function startWatch<T>(
     ...(startSeq === undefined ? {} : { opt_start_seq: startSeq }),
   });
   const messages: Messages = await consumer.consume({ max_messages: bufferSize });
+  // The client creates the ordered consumer asynchronously, inside consume(): resolve only once
+  // the server has it (and its pull waits), so that a value written after watch() resolved is
+  // delivered even if a newer write replaces it at once (history 1).
+  for (const until = Date.now() + 5_000; ; ) {
+    const known = await consumer.info(false).then(
+      () => true,
+      () => false,
+    );
+    if (known) break;
+    if (Date.now() > until) {
+      log.warn({ stream, filter }, 'watch consumer not confirmed within 5 s; continuing');
+      break;
+    }
+    await sleep(5);
+  }
   let lastRevision = resumeAfter ?? 0;
   let initialized = false;
   const markInitialized = () => {
