@@ -13,7 +13,8 @@ describe('KV and transactions on a 3-node cluster', () => {
     await using b = await ServiceManager.start({ logger: { level: 'silent' }, nats });
     const kv = a.get(KVStoreService);
     const retry = { retries: 30, minDelayMs: 100, maxDelayMs: 1_000 };
-    await kv.createBucket('ckv', { replicas: 3, history: 1 });
+    // History 10: a watch sees every revision only while the stream keeps it (docs/kv.md).
+    await kv.createBucket('ckv', { replicas: 3, history: 10 });
     await kv.bulkPut('ckv', [
       { key: 'x', value: 0 },
       { key: 'y', value: 0 },
@@ -70,16 +71,12 @@ describe('KV and transactions on a 3-node cluster', () => {
     const t0 = Date.now();
     while (seen.length < 80 && Date.now() - t0 < 10_000) await sleep(50);
     // Known defect (docs/cluster.md, open): after the leader failover the watch can stall (about
-    // half of the runs, for more than 60 s) and, rarely (2 runs of about 20), skip a revision. What
-    // holds every time: strictly increasing (no duplicate, no reordering). Stalls and gaps are
-    // reported here, not asserted, until the watch recovers from a lost node by itself.
-    const skipped = seen.filter((v, i) => i > 0 && v !== (seen[i - 1] ?? 0) + 1).length;
-    console.log(
-      `cluster watch: ${seen.length}/80 revisions within 10 s of the last commit, ${skipped} gap(s)`,
-    );
+    // a third to a half of the runs, for more than 60 s). What holds every time: in order, no
+    // duplicate, no gap: a prefix of 1..80. Completeness is reported, not asserted.
+    console.log(`cluster watch: ${seen.length}/80 revisions within 10 s of the last commit`);
     await watcher.stop();
-    for (let i = 1; i < seen.length; i++) expect(seen[i]).toBeGreaterThan(seen[i - 1] ?? 0);
-    expect(seen.slice(0, 20)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1)); // before the kill: all
+    expect(seen).toEqual(Array.from({ length: seen.length }, (_, i) => i + 1));
+    expect(seen.length).toBeGreaterThanOrEqual(20); // everything before the kill
     const health = await kv.healthCheck('ckv');
     expect(health.replicas).toBe(3);
     expect(health.leader).toBeTruthy();
