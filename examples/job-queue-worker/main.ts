@@ -9,6 +9,7 @@
 //   npm run demo                        (a private nats-server, unless NATS_URL is set)
 //   DEMO_JOBS=10000 DEMO_CONCURRENCY=32 npm run demo
 import { setTimeout as sleep } from 'node:timers/promises';
+import { RetentionPolicy } from '@nats-io/jetstream';
 import { KVStoreService, ServiceManager, StreamService } from 'natskit';
 import { startNatsServer } from 'natskit/testing';
 
@@ -79,7 +80,7 @@ async function main(): Promise<number> {
   await streams.ensureStream({
     name: stream,
     subjects: [`demo.${run}.>`],
-    retention: 'workqueue' as never,
+    retention: RetentionPolicy.Workqueue,
   });
   const status = await kv.bucket<JobStatus>(`demo_status_${run}`, { provision: { history: 1 } });
   // Totals are derived counters, recomputable from the statuses: a memory bucket keeps the hot

@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { RetentionPolicy } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ServiceManager, StreamService } from '../../src/index.js';
 import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
@@ -27,7 +28,7 @@ describe('workers', () => {
     await streams.ensureStream({
       name: stream,
       subjects: [`${stream.toLowerCase()}.>`],
-      retention: 'workqueue' as never,
+      retention: RetentionPolicy.Workqueue,
     });
     await Promise.all(
       Array.from({ length: count }, (_, i) =>
