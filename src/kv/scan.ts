@@ -7,6 +7,40 @@ import {
 } from '@nats-io/jetstream';
 import { nanos, nuid } from '@nats-io/transport-node';
 
+/** Options of a short-lived, read-only consumer. */
+interface ReadConsumerOptions {
+  readonly filterSubject: string;
+  readonly deliver: DeliverPolicy;
+  readonly startSeq?: number | undefined;
+  readonly headersOnly: boolean;
+  /** The server deletes it after this long unused, should the client die first. */
+  readonly inactiveMs: number;
+}
+
+/**
+ * Creates a short-lived consumer that only reads (no acks, memory, one replica) and returns its
+ * name and how many messages it will deliver: `num_pending` at creation is exact.
+ */
+export async function addReadConsumer(
+  jsm: JetStreamManager,
+  stream: string,
+  o: ReadConsumerOptions,
+): Promise<{ name: string; count: number }> {
+  const name = `natskit_read_${nuid.next()}`;
+  const info = await jsm.consumers.add(stream, {
+    name,
+    ack_policy: AckPolicy.None,
+    deliver_policy: o.deliver,
+    ...(o.startSeq === undefined ? {} : { opt_start_seq: o.startSeq }),
+    filter_subject: o.filterSubject,
+    headers_only: o.headersOnly,
+    mem_storage: true,
+    num_replicas: 1,
+    inactive_threshold: nanos(o.inactiveMs),
+  });
+  return { name, count: info.num_pending };
+}
+
 /**
  * Reads every message a fresh consumer would deliver (the last per subject, or all) and stops
  * when it has them all. The consumer is ephemeral (deleted after, and by the server 30 s after
@@ -20,19 +54,14 @@ export async function* scan(
   filterSubject: string,
   options: { lastPerSubject: boolean; headersOnly: boolean },
 ): AsyncGenerator<JsMsg> {
-  const name = `natskit_scan_${nuid.next()}`;
-  const info = await jsm.consumers.add(stream, {
-    name,
-    ack_policy: AckPolicy.None,
-    deliver_policy: options.lastPerSubject ? DeliverPolicy.LastPerSubject : DeliverPolicy.All,
-    filter_subject: filterSubject,
-    headers_only: options.headersOnly,
-    mem_storage: true,
-    num_replicas: 1,
-    inactive_threshold: nanos(30_000),
+  const { name, count } = await addReadConsumer(jsm, stream, {
+    filterSubject,
+    deliver: options.lastPerSubject ? DeliverPolicy.LastPerSubject : DeliverPolicy.All,
+    headersOnly: options.headersOnly,
+    inactiveMs: 30_000,
   });
   try {
-    let left = info.num_pending;
+    let left = count;
     if (left === 0) return;
     const consumer = await js.consumers.get(stream, name);
     while (left > 0) {

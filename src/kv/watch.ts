@@ -1,14 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  AckPolicy,
   DeliverPolicy,
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
 } from '@nats-io/jetstream';
-import { nanos, nuid } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { NatskitError } from '../errors/natskit-error.js';
+import { addReadConsumer } from './scan.js';
 
 /** One change a watch reports, tagged by `type`. */
 export type KvChange<T> =
@@ -86,39 +85,29 @@ async function initialCount(
   deliver: DeliverPolicy,
   startSeq: number | undefined,
 ): Promise<number> {
-  const name = `natskit_count_${nuid.next()}`;
-  const info = await jsm.consumers.add(stream, {
-    name,
-    ack_policy: AckPolicy.None,
-    deliver_policy: deliver,
-    ...(startSeq === undefined ? {} : { opt_start_seq: startSeq }),
-    filter_subject: filter,
-    headers_only: true,
-    mem_storage: true,
-    num_replicas: 1,
-    inactive_threshold: nanos(10_000),
+  const { name, count } = await addReadConsumer(jsm, stream, {
+    filterSubject: filter,
+    deliver,
+    startSeq,
+    headersOnly: true,
+    inactiveMs: 10_000,
   });
   await jsm.consumers.delete(stream, name).catch(() => undefined);
-  return info.num_pending;
+  return count;
 }
 
 /** Creates the consumer holding a watch's initial state: the last message of every key, now. */
-async function openSnapshot(
+function openSnapshot(
   jsm: JetStreamManager,
   stream: string,
   filter: string,
 ): Promise<{ name: string; count: number }> {
-  const name = `natskit_watch_${nuid.next()}`;
-  const info = await jsm.consumers.add(stream, {
-    name,
-    ack_policy: AckPolicy.None,
-    deliver_policy: DeliverPolicy.LastPerSubject,
-    filter_subject: filter,
-    mem_storage: true,
-    num_replicas: 1,
-    inactive_threshold: nanos(60_000),
+  return addReadConsumer(jsm, stream, {
+    filterSubject: filter,
+    deliver: DeliverPolicy.LastPerSubject,
+    headersOnly: false,
+    inactiveMs: 60_000,
   });
-  return { name, count: info.num_pending };
 }
 
 /** @internal used by bucket handles. */
