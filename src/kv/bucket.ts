@@ -524,6 +524,7 @@ export class KvBucketImpl<T> implements KvBucket<T> {
   async watch(keyOrFilter = '>', options: KvWatchOptions<T> = {}): Promise<KvWatcher<T>> {
     validateFilter(keyOrFilter);
     return await startWatch(
+      this.#ctx.nc,
       this.#ctx.js,
       this.#ctx.jsm,
       this.stream,

@@ -1,12 +1,13 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import {
   DeliverPolicy,
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
 } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { NatskitError } from '../errors/natskit-error.js';
+import { openLive } from './live-consumer.js';
 import { addReadConsumer } from './scan.js';
 
 /** One change a watch reports, tagged by `type`. */
@@ -36,6 +37,9 @@ export type KvChange<T> =
       readonly initial: boolean;
       readonly error: NatskitError;
     };
+
+/** What a watch decodes: a message of the initial state or of the live part. */
+export type WatchedMsg = Pick<JsMsg, 'subject' | 'seq' | 'data' | 'headers' | 'time'>;
 
 /** Options of a watch. */
 export interface KvWatchOptions<T> {
@@ -74,10 +78,6 @@ export interface KvWatcher<T> extends AsyncIterable<KvChange<T>>, AsyncDisposabl
   readonly done: Promise<void>;
 }
 
-type Messages = Awaited<
-  ReturnType<Awaited<ReturnType<JetStreamClient['consumers']['get']>>['consume']>
->;
-
 async function initialCount(
   jsm: JetStreamManager,
   stream: string,
@@ -112,11 +112,12 @@ function openSnapshot(
 
 /** @internal used by bucket handles. */
 export async function startWatch<T>(
+  nc: NatsConnection,
   js: JetStreamClient,
   jsm: JetStreamManager,
   stream: string,
   filter: string,
-  toChange: (m: JsMsg, initial: boolean) => Promise<KvChange<T>> | null,
+  toChange: (m: WatchedMsg, initial: boolean) => Promise<KvChange<T>> | null,
   options: KvWatchOptions<T>,
   log: Logger,
 ): Promise<KvWatcher<T>> {
@@ -135,9 +136,8 @@ export async function startWatch<T>(
       `watch fromRevision must be an integer >= 0, got ${from}`,
     );
   }
-  // The live part always starts at a pinned stream sequence: the client creates its ordered
-  // consumer asynchronously (and may re-create it), so a start "from now" could fold a write made
-  // after watch() resolved into the initial state, or skip it.
+  // The live part always starts at a pinned stream sequence, so a write made after watch()
+  // resolved is never folded into the initial state, nor skipped.
   const snapshotMode = include === 'last' && from === undefined;
   const pinned =
     from === undefined && include !== 'history'
@@ -154,29 +154,6 @@ export async function startWatch<T>(
       ? 0
       : await initialCount(jsm, stream, filter, deliver, startSeq);
 
-  // An ordered consumer recreates itself after a reconnect, a missed heartbeat or a server restart,
-  // starting after the last stream sequence it delivered.
-  const consumer = await js.consumers.get(stream, {
-    filter_subjects: [filter],
-    deliver_policy: deliver,
-    ...(startSeq === undefined ? {} : { opt_start_seq: startSeq }),
-  });
-  const messages: Messages = await consumer.consume({ max_messages: bufferSize });
-  // The client creates the ordered consumer asynchronously, inside consume(): resolve only once
-  // the server has it (and its pull waits), so that a value written after watch() resolved is
-  // delivered even if a newer write replaces it at once (history 1).
-  for (const until = Date.now() + 5_000; ; ) {
-    const known = await consumer.info(false).then(
-      () => true,
-      () => false,
-    );
-    if (known) break;
-    if (Date.now() > until) {
-      log.warn({ stream, filter }, 'watch consumer not confirmed within 5 s; continuing');
-      break;
-    }
-    await sleep(5);
-  }
   let lastRevision = resumeAfter ?? 0;
   let initialized = false;
   const markInitialized = () => {
@@ -199,6 +176,29 @@ export async function startWatch<T>(
     });
     for await (const m of first) prefetched.push(m);
   }
+
+  // The live part: natskit's own ordered consumer (live-consumer.ts), created now at the pinned
+  // sequence; it resumes after the last message it yielded whenever its consumer fails
+  // (reconnect, server restart, a cluster's stream leader killed).
+  const abort = new AbortController();
+  const live = await openLive(nc, jsm, {
+    stream,
+    filter,
+    startSeq: startSeq ?? 1,
+    bufferSize,
+    signal: abort.signal,
+    log,
+  });
+  let snapshotOpen = snapshot !== undefined;
+  const closeSnapshot = async () => {
+    if (!snapshot || !snapshotOpen) return;
+    snapshotOpen = false;
+    await jsm.consumers.delete(stream, snapshot.name).catch(() => undefined);
+  };
+  let ended: () => void = () => undefined;
+  const endedPromise = new Promise<void>((resolve) => {
+    ended = resolve;
+  });
 
   async function* initialState(): AsyncGenerator<KvChange<T>> {
     if (!snapshot) return;
@@ -225,7 +225,7 @@ export async function startWatch<T>(
         if (got === 0) break; // gone meanwhile (limits, TTL)
       }
     } finally {
-      await jsm.consumers.delete(stream, snapshot.name).catch(() => undefined);
+      await closeSnapshot();
     }
     // Live messages up to the newest initial one are already part of the initial state.
     lastRevision = newest;
@@ -235,23 +235,24 @@ export async function startWatch<T>(
   async function* changes(): AsyncGenerator<KvChange<T>> {
     try {
       yield* initialState();
-      for await (const m of messages) {
-        if (m.seq <= lastRevision) continue; // delivered before a reset, or in the initial state
+      for await (const m of live.messages) {
+        if (m.seq <= lastRevision) continue; // already part of the initial state
         lastRevision = m.seq;
         const initial = !initialized;
         const change = await toChange(m, initial);
-        if (initial && (--pendingInitial <= 0 || m.info.pending === 0)) markInitialized();
+        if (initial && (--pendingInitial <= 0 || m.pending === 0)) markInitialized();
         if (change) yield change; // null: a key natskit reserves
       }
     } finally {
-      // stop(), not close(): close() waits for this very iterator to drain.
-      messages.stop();
+      abort.abort();
+      await live.close();
+      ended();
     }
   }
 
   const iterator = changes();
   let taken = false;
-  let done: Promise<void> = messages.closed().then(() => undefined);
+  let done: Promise<void> = endedPromise;
   if (options.onChange) {
     taken = true;
     const onChange = options.onChange;
@@ -269,8 +270,12 @@ export async function startWatch<T>(
     })();
   }
   const stop = async () => {
-    messages.stop();
+    abort.abort(); // wakes a read waiting for the next message
     await iterator.return(undefined);
+    // A watch stopped before it was read never ran its cleanup.
+    await live.close();
+    await closeSnapshot();
+    ended();
     await done.catch(() => undefined);
   };
   return {
