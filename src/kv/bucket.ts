@@ -523,16 +523,20 @@ export class KvBucketImpl<T> implements KvBucket<T> {
 
   async watch(keyOrFilter = '>', options: KvWatchOptions<T> = {}): Promise<KvWatcher<T>> {
     validateFilter(keyOrFilter);
-    return await startWatch(
-      this.#ctx.nc,
-      this.#ctx.js,
-      this.#ctx.jsm,
-      this.stream,
-      subjectOf(this.name, keyOrFilter),
-      (m, initial) => (isReserved(keyOf(this.name, m.subject)) ? null : this.#change(m, initial)),
-      options,
-      this.#ctx.log,
-    );
+    try {
+      return await startWatch(
+        this.#ctx.nc,
+        this.#ctx.js,
+        this.#ctx.jsm,
+        this.stream,
+        subjectOf(this.name, keyOrFilter),
+        (m, initial) => (isReserved(keyOf(this.name, m.subject)) ? null : this.#change(m, initial)),
+        options,
+        this.#ctx.log,
+      );
+    } catch (err) {
+      throw await this.#classify(err);
+    }
   }
 
   async bulkGet(keys: readonly string[], options?: KvCallOptions): Promise<(T | null)[]> {

@@ -1,4 +1,10 @@
-import { AckPolicy, DeliverPolicy, type JetStreamManager } from '@nats-io/jetstream';
+import {
+  AckPolicy,
+  DeliverPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type JetStreamManager,
+} from '@nats-io/jetstream';
 import {
   createInbox,
   type Msg,
@@ -77,8 +83,7 @@ function parseAckSubject(reply: string): {
 }
 
 function isStreamNotFound(err: unknown): boolean {
-  const e = err as { code?: unknown; api_error?: { err_code?: number }; message?: string };
-  return e?.api_error?.err_code === 10059 || e?.message === 'stream not found';
+  return err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound;
 }
 
 /** The live messages of a watch and how to end them. */

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KVStoreService, type KvChange, NatskitError, ServiceManager } from '../../src/index.js';
@@ -14,6 +14,12 @@ async function code(p: Promise<unknown>): Promise<string | undefined> {
     (e: unknown) => e,
   );
   return NatskitError.is(err) ? err.code : err === undefined ? 'no error' : String(err);
+}
+
+async function consumerCount(jsm: JetStreamManager, stream: string): Promise<number> {
+  let n = 0;
+  for await (const _ of jsm.consumers.list(stream)) n++;
+  return n;
 }
 
 describe('KVStoreService', () => {
@@ -281,19 +287,79 @@ describe('KVStoreService', () => {
 
     it('bounds what a slow reader holds: the server keeps the rest', async () => {
       await kv.createBucket('w3');
-      const watcher = await kv.watch('w3', '>', { include: 'updates', bufferSize: 32 });
+      const watcher = await kv.watch<number>('w3', '>', { include: 'updates', bufferSize: 32 });
       const iterator = watcher[Symbol.asyncIterator]();
       await kv.bulkPut(
         'w3',
         Array.from({ length: 1_000 }, (_, i) => ({ key: `k${i}`, value: i })),
       );
-      await sleep(500);
+      expect((await iterator.next()).value).toMatchObject({ type: 'put', key: 'k0', value: 0 });
+      await sleep(500); // the reader holds still: nothing more is pulled than the buffer holds
       const jsm = await jetstreamManager(raw);
       const delivered: number[] = [];
       for await (const c of jsm.consumers.list('KV_w3')) delivered.push(c.delivered.stream_seq);
-      expect(Math.max(...delivered)).toBeLessThanOrEqual(3 * 32);
-      expect((await iterator.next()).value).toMatchObject({ type: 'put', key: 'k0', value: 0 });
+      expect(delivered).toHaveLength(1);
+      expect(delivered[0]).toBeGreaterThanOrEqual(1);
+      expect(delivered[0]).toBeLessThanOrEqual(32 + 1);
+      const values = [0];
+      while (values.length < 1_000) {
+        const next = await iterator.next();
+        if (next.done) break;
+        if (next.value.type === 'put') values.push(next.value.value);
+      }
+      expect(values).toEqual(Array.from({ length: 1_000 }, (_, i) => i));
       await watcher.stop();
+      expect(await consumerCount(jsm, 'KV_w3')).toBe(0);
+    });
+
+    it('goes on without a gap when its consumer is deleted from under it', async () => {
+      await kv.createBucket('w4', { history: 10 });
+      const jsm = await jetstreamManager(raw);
+      const seen: number[] = [];
+      const watcher = await kv.watch<number>('w4', 'n', {
+        include: 'updates',
+        onChange: (c) => {
+          if (c.type === 'put') seen.push(c.value);
+        },
+      });
+      for (let i = 0; i < 5; i++) await kv.put('w4', 'n', i);
+      for (const t0 = Date.now(); seen.length < 5 && Date.now() - t0 < 5_000; ) await sleep(10);
+      for await (const c of jsm.consumers.list('KV_w4'))
+        await jsm.consumers.delete('KV_w4', c.name);
+      for (let i = 5; i < 10; i++) await kv.put('w4', 'n', i);
+      for (const t0 = Date.now(); seen.length < 10 && Date.now() - t0 < 10_000; ) await sleep(10);
+      await watcher.stop();
+      expect(seen).toEqual(Array.from({ length: 10 }, (_, i) => i));
+      expect(await consumerCount(jsm, 'KV_w4')).toBe(0);
+    });
+
+    it('ends with KV_BUCKET_NOT_FOUND when its bucket is deleted', async () => {
+      await kv.createBucket('w6');
+      const watcher = await kv.watch('w6', '>', { include: 'updates', onChange: () => undefined });
+      await kv.put('w6', 'a', 1);
+      await kv.deleteBucket('w6');
+      const failed = await Promise.race([
+        watcher.done.then(
+          () => 'ended without error',
+          (err: unknown) => err,
+        ),
+        sleep(15_000).then(() => 'still running after 15 s'),
+      ]);
+      expect(failed).toBeInstanceOf(NatskitError);
+      expect((failed as NatskitError).code).toBe('KV_BUCKET_NOT_FOUND');
+      await watcher.stop();
+      await expect(kv.watch('w6')).rejects.toMatchObject({ code: 'KV_BUCKET_NOT_FOUND' });
+    });
+
+    it('stop() before the first read removes every consumer the watch made', async () => {
+      await kv.createBucket('w5');
+      await kv.put('w5', 'a', 1);
+      const jsm = await jetstreamManager(raw);
+      const watcher = await kv.watch('w5'); // 'last': a snapshot consumer and the live one
+      expect(await consumerCount(jsm, 'KV_w5')).toBe(2);
+      await watcher.stop();
+      await watcher.done;
+      expect(await consumerCount(jsm, 'KV_w5')).toBe(0);
     });
   });
 
