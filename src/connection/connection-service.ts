@@ -92,6 +92,11 @@ export class ConnectionService implements Service {
     return this.#capabilities;
   }
 
+  /** The deadline of one request (option `nats.requestTimeoutMs`). */
+  get requestTimeoutMs(): number {
+    return this.#options.requestTimeoutMs;
+  }
+
   /** How the connection ended, once stopped. */
   get closeResult(): CloseResult | undefined {
     return this.#closeResult;

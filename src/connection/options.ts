@@ -53,7 +53,11 @@ export interface ConnectionOptions {
   readonly reconnectGraceMs?: number;
   /** Deadline of the drain on stop, after which the connection is closed. @defaultValue 10000 */
   readonly drainTimeoutMs?: number;
-  /** Deadline of requests natskit makes for itself (capability detection...). @defaultValue 5000 */
+  /**
+   * Deadline of one request: JetStream API calls, publishes, KV reads and writes, atomic batch
+   * commits, capability detection (each retry of a transient failure gets its own).
+   * @defaultValue 5000
+   */
   readonly requestTimeoutMs?: number;
   /** An existing connection to use; natskit never closes it. */
   readonly connection?: NatsConnection;

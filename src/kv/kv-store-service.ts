@@ -119,7 +119,7 @@ export class KVStoreService implements Service {
       log: this.#log,
       metrics: this.metrics,
       retry: this.#options.retry ?? {},
-      requestTimeoutMs: 5_000,
+      requestTimeoutMs: this.#connection.requestTimeoutMs,
       capabilities: () => this.#connection.capabilities,
       gone: (bucket) => {
         this.#cache.delete(bucket);

@@ -42,7 +42,7 @@ export interface PublishOptions {
   readonly msgId?: string;
   readonly expect?: PublishExpectations;
   readonly headers?: Readonly<Record<string, string>>;
-  /** Per-attempt timeout. @defaultValue 5000 */
+  /** Per-attempt timeout. @defaultValue the connection's `requestTimeoutMs` (5000) */
   readonly timeoutMs?: number;
   /** Retry transient failures; `false` for one attempt. @defaultValue RETRY_DEFAULTS */
   readonly retry?: RetryOptions | false;
@@ -98,8 +98,9 @@ export class StreamService implements Service {
 
   async start(): Promise<void> {
     const nc = this.#connection.nc;
-    this.#js = jetstream(nc);
-    this.#jsm = await jetstreamManager(nc, { checkAPI: false });
+    const timeout = this.#connection.requestTimeoutMs;
+    this.#js = jetstream(nc, { timeout });
+    this.#jsm = await jetstreamManager(nc, { checkAPI: false, timeout });
   }
 
   /** The JetStream client. @throws NatskitError `CAPABILITY_MISSING` without JetStream. */
@@ -215,7 +216,9 @@ export class StreamService implements Service {
     const js = this.js;
     const retry = options.retry === false ? { retries: 0 } : options.retry;
     const msgId = options.msgId ?? (options.retry === false ? undefined : nuid.next());
-    const opts: Partial<JetStreamPublishOptions> = { timeout: options.timeoutMs ?? 5_000 };
+    const opts: Partial<JetStreamPublishOptions> = {
+      timeout: options.timeoutMs ?? this.#connection.requestTimeoutMs,
+    };
     if (msgId !== undefined) opts.msgID = msgId;
     if (options.expect) opts.expect = { ...options.expect };
     if (options.headers) {

@@ -420,6 +420,42 @@ describe('KVStoreService', () => {
     expect(kv.metrics.retries).toBeGreaterThan(before);
   });
 
+  it('KV requests and atomic commits give up after nats.requestTimeoutMs', async () => {
+    await kv.createBucket('deadline');
+    await using quick = await ServiceManager.start({
+      logger: { level: 'silent' },
+      nats: { servers: server.url, requestTimeoutMs: 1_000 },
+    });
+    const qkv = quick.get(KVStoreService);
+    await qkv.put('deadline', 'k', 1);
+    const pid = server.pid as number;
+    process.kill(pid, 'SIGSTOP'); // a real server that stops answering
+    try {
+      for (const call of [
+        () => qkv.get('deadline', 'k', { retry: false }),
+        () => qkv.put('deadline', 'k', 2, { retry: false }),
+        async () => {
+          // An atomic batch commit: the per-key result carries the timeout.
+          const [r] = await qkv.bulkPut('deadline', [{ key: 'k', value: 3 }], { retry: false });
+          if (r && !r.ok) throw r.error;
+        },
+      ]) {
+        const t0 = Date.now();
+        const err = await call().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        const ms = Date.now() - t0;
+        expect(err).toMatchObject({ code: 'NATS_UNAVAILABLE' });
+        // The default is 5000 ms; the configured 1000 ms applies (generous upper bound).
+        expect(ms).toBeGreaterThanOrEqual(900);
+        expect(ms).toBeLessThan(4_000);
+      }
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+  });
+
   it('reports bucket health', async () => {
     await kv.createBucket('health', { history: 2, ttlMs: 60_000 });
     await kv.put('health', 'a', 1);
