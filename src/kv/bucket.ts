@@ -526,7 +526,6 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     try {
       return await startWatch(
         this.#ctx.nc,
-        this.#ctx.js,
         this.#ctx.jsm,
         this.stream,
         subjectOf(this.name, keyOrFilter),

@@ -29,12 +29,19 @@ export interface LiveMsg {
   readonly pending: number;
 }
 
-/** Options of {@link liveMessages}. */
+/** Options of {@link openLive}. */
 export interface LiveOptions {
   readonly stream: string;
   readonly filter: string;
-  /** The first stream sequence wanted. */
+  /** The first stream sequence wanted (with `snapshotUpTo`: ignored, the snapshot starts it). */
   readonly startSeq: number;
+  /**
+   * A snapshot instead of a live tail: the last message of each subject whose sequence is at most
+   * this (the stream's last sequence when the watch began), then the generator returns. The
+   * server sends them in ascending sequence order, so a replaced consumer resumes after the last
+   * one yielded; a key changed meanwhile is left to the live part, which delivers the change.
+   */
+  readonly snapshotUpTo?: number;
   /** Messages held on the client at most; one pull asks for what is free. */
   readonly bufferSize: number;
   /** Stops the generator (it then returns). */
@@ -62,6 +69,8 @@ interface Generation {
   lastActivityMs: number;
   /** Why this consumer must be replaced; undefined while healthy. */
   broken?: string;
+  /** `num_pending` when created. */
+  readonly pendingAtOpen: number;
 }
 
 function parseAckSubject(reply: string): {
@@ -92,6 +101,8 @@ export interface Live {
   readonly messages: AsyncGenerator<LiveMsg>;
   /** Removes the consumer and every listener; safe to call more than once. */
   close(): Promise<void>;
+  /** Messages the first consumer had to deliver when created (a snapshot's exact size). */
+  readonly initialPending: number;
 }
 
 /**
@@ -116,7 +127,8 @@ export async function openLive(
   const expiresMs = o.expiresMs ?? 30_000;
   const apiPrefix = jsm.getOptions().apiPrefix ?? '$JS.API';
   const queue: LiveMsg[] = [];
-  let next = o.startSeq;
+  const snapshot = o.snapshotUpTo !== undefined;
+  let next = snapshot ? 1 : o.startSeq;
   let gen: Generation | undefined;
   let wake: () => void = () => undefined;
   const woken = () =>
@@ -188,11 +200,12 @@ export async function openLive(
 
   const open = async (): Promise<Generation> => {
     const name = `natskit_watch_${nuid.next()}`;
-    await jsm.consumers.add(o.stream, {
+    const info = await jsm.consumers.add(o.stream, {
       name,
       ack_policy: AckPolicy.None,
-      deliver_policy: DeliverPolicy.StartSequence,
-      opt_start_seq: next,
+      ...(snapshot
+        ? { deliver_policy: DeliverPolicy.LastPerSubject }
+        : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: next }),
       filter_subject: o.filter,
       mem_storage: true,
       num_replicas: 1,
@@ -203,6 +216,7 @@ export async function openLive(
       dseq: 0,
       outstanding: 0,
       lastActivityMs: Date.now(),
+      pendingAtOpen: info.num_pending,
       sub: nc.subscribe(createInbox(), {
         callback: (err, msg) => {
           if (err) breakGen(g, `subscription: ${err.message}`);
@@ -213,7 +227,8 @@ export async function openLive(
     return g;
   };
 
-  gen = await open();
+  const first = await open();
+  gen = first;
   const onAbort = () => wake();
   o.signal.addEventListener('abort', onAbort);
   // A pull in flight that neither delivers nor sends heartbeats is lost: its server is gone.
@@ -298,12 +313,17 @@ export async function openLive(
             continue;
           }
         }
+        // A snapshot ends with the last message at or below its bound (or with none at all).
+        if (snapshot && gen.dseq === 0 && gen.pendingAtOpen === 0) return;
         const m = queue.shift();
         if (m) {
+          if (snapshot && m.seq > (o.snapshotUpTo ?? 0)) return;
           pull(gen);
-          if (m.seq < next) continue;
-          next = m.seq + 1;
-          yield m;
+          if (m.seq >= next) {
+            next = m.seq + 1;
+            yield m;
+          }
+          if (snapshot && m.pending === 0) return;
           continue;
         }
         pull(gen);
@@ -314,5 +334,5 @@ export async function openLive(
       await close();
     }
   }
-  return { messages: messages(), close };
+  return { messages: messages(), close, initialPending: first.pendingAtOpen };
 }

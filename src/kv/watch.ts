@@ -1,13 +1,8 @@
-import {
-  DeliverPolicy,
-  type JetStreamClient,
-  type JetStreamManager,
-  type JsMsg,
-} from '@nats-io/jetstream';
+import { DeliverPolicy, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { NatskitError } from '../errors/natskit-error.js';
-import { openLive } from './live-consumer.js';
+import { type Live, type LiveMsg, openLive } from './live-consumer.js';
 import { addReadConsumer } from './scan.js';
 
 /** One change a watch reports, tagged by `type`. */
@@ -96,24 +91,9 @@ async function initialCount(
   return count;
 }
 
-/** Creates the consumer holding a watch's initial state: the last message of every key, now. */
-function openSnapshot(
-  jsm: JetStreamManager,
-  stream: string,
-  filter: string,
-): Promise<{ name: string; count: number }> {
-  return addReadConsumer(jsm, stream, {
-    filterSubject: filter,
-    deliver: DeliverPolicy.LastPerSubject,
-    headersOnly: false,
-    inactiveMs: 60_000,
-  });
-}
-
 /** @internal used by bucket handles. */
 export async function startWatch<T>(
   nc: NatsConnection,
-  js: JetStreamClient,
   jsm: JetStreamManager,
   stream: string,
   filter: string,
@@ -143,16 +123,57 @@ export async function startWatch<T>(
     from === undefined && include !== 'history'
       ? (await jsm.streams.info(stream)).state.last_seq
       : undefined;
-  // 'last': the initial state comes from a consumer natskit creates on the server now, before
-  // watch() resolves, so it is the state at this moment; its num_pending is the exact count.
-  const snapshot = snapshotMode ? await openSnapshot(jsm, stream, filter) : undefined;
   const resumeAfter = from ?? pinned;
   const deliver = resumeAfter !== undefined ? DeliverPolicy.StartSequence : DeliverPolicy.All;
   const startSeq = resumeAfter === undefined ? undefined : resumeAfter + 1;
   let pendingInitial =
-    snapshot !== undefined || include === 'updates'
+    snapshotMode || include === 'updates'
       ? 0
       : await initialCount(jsm, stream, filter, deliver, startSeq);
+
+  // Both parts are natskit's own ordered consumers (live-consumer.ts), created now, before
+  // watch() resolves. 'last': the initial state is the last message of each key up to the pinned
+  // sequence, in ascending order; the live part starts right after it. Each resumes after the
+  // last message it yielded when its consumer fails (reconnect, server restart, node killed).
+  const abort = new AbortController();
+  const snapshot = snapshotMode
+    ? await openLive(nc, jsm, {
+        stream,
+        filter,
+        startSeq: 1,
+        snapshotUpTo: pinned ?? 0,
+        bufferSize,
+        signal: abort.signal,
+        log,
+      })
+    : undefined;
+  let live: Live;
+  const prefetched: LiveMsg[] = [];
+  try {
+    // The first bufferSize initial entries are read now: with history 1 a later write removes
+    // the message the snapshot points at. Past bufferSize keys, the rest is read as the watch is
+    // consumed (bounded memory).
+    if (snapshot) {
+      const want = Math.min(snapshot.initialPending, bufferSize);
+      while (prefetched.length < want) {
+        const r = await snapshot.messages.next();
+        if (r.done) break;
+        prefetched.push(r.value);
+      }
+    }
+    live = await openLive(nc, jsm, {
+      stream,
+      filter,
+      startSeq: startSeq ?? 1,
+      bufferSize,
+      signal: abort.signal,
+      log,
+    });
+  } catch (err) {
+    abort.abort();
+    await snapshot?.close();
+    throw err;
+  }
 
   let lastRevision = resumeAfter ?? 0;
   let initialized = false;
@@ -161,40 +182,7 @@ export async function startWatch<T>(
     initialized = true;
     options.onInitialized?.();
   };
-  if (pendingInitial === 0 && (snapshot?.count ?? 0) === 0) markInitialized();
-
-  // The first bufferSize initial entries are read now, before watch() resolves: with history 1 a
-  // later write removes the message the snapshot points at, and the consumer would hand out the
-  // newer one. Past bufferSize keys, the rest is read as the watch is consumed (bounded memory).
-  const snapshotConsumer =
-    snapshot && snapshot.count > 0 ? await js.consumers.get(stream, snapshot.name) : undefined;
-  const prefetched: JsMsg[] = [];
-  if (snapshotConsumer && snapshot) {
-    const first = await snapshotConsumer.fetch({
-      max_messages: Math.min(snapshot.count, bufferSize),
-      expires: 5_000,
-    });
-    for await (const m of first) prefetched.push(m);
-  }
-
-  // The live part: natskit's own ordered consumer (live-consumer.ts), created now at the pinned
-  // sequence; it resumes after the last message it yielded whenever its consumer fails
-  // (reconnect, server restart, a cluster's stream leader killed).
-  const abort = new AbortController();
-  const live = await openLive(nc, jsm, {
-    stream,
-    filter,
-    startSeq: startSeq ?? 1,
-    bufferSize,
-    signal: abort.signal,
-    log,
-  });
-  let snapshotOpen = snapshot !== undefined;
-  const closeSnapshot = async () => {
-    if (!snapshot || !snapshotOpen) return;
-    snapshotOpen = false;
-    await jsm.consumers.delete(stream, snapshot.name).catch(() => undefined);
-  };
+  if (pendingInitial === 0 && (snapshot?.initialPending ?? 0) === 0) markInitialized();
   let ended: () => void = () => undefined;
   const endedPromise = new Promise<void>((resolve) => {
     ended = resolve;
@@ -202,33 +190,18 @@ export async function startWatch<T>(
 
   async function* initialState(): AsyncGenerator<KvChange<T>> {
     if (!snapshot) return;
-    let newest = lastRevision;
     try {
-      let left = snapshot.count - prefetched.length;
       for (const m of prefetched.splice(0)) {
-        newest = Math.max(newest, m.seq);
         const change = await toChange(m, true);
         if (change) yield change;
       }
-      const c = snapshotConsumer;
-      while (c && left > 0) {
-        // Fetched in pieces of bufferSize: a large bucket's initial state is never all in memory.
-        const batch = await c.fetch({ max_messages: Math.min(left, bufferSize), expires: 5_000 });
-        let got = 0;
-        for await (const m of batch) {
-          got++;
-          left--;
-          newest = Math.max(newest, m.seq);
-          const change = await toChange(m, true);
-          if (change) yield change;
-        }
-        if (got === 0) break; // gone meanwhile (limits, TTL)
+      for await (const m of snapshot.messages) {
+        const change = await toChange(m, true);
+        if (change) yield change;
       }
     } finally {
-      await closeSnapshot();
+      await snapshot.close();
     }
-    // Live messages up to the newest initial one are already part of the initial state.
-    lastRevision = newest;
     markInitialized();
   }
 
@@ -274,7 +247,7 @@ export async function startWatch<T>(
     await iterator.return(undefined);
     // A watch stopped before it was read never ran its cleanup.
     await live.close();
-    await closeSnapshot();
+    await snapshot?.close();
     ended();
     await done.catch(() => undefined);
   };
