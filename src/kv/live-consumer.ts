@@ -126,6 +126,8 @@ export async function openLive(
   const heartbeatMs = o.heartbeatMs ?? 2_000;
   const expiresMs = o.expiresMs ?? 30_000;
   const apiPrefix = jsm.getOptions().apiPrefix ?? '$JS.API';
+  // A connection handed in may use its own inbox prefix (permissions): replies must go there.
+  const inboxPrefix = (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
   const queue: LiveMsg[] = [];
   const snapshot = o.snapshotUpTo !== undefined;
   let next = snapshot ? 1 : o.startSeq;
@@ -217,7 +219,7 @@ export async function openLive(
       outstanding: 0,
       lastActivityMs: Date.now(),
       pendingAtOpen: info.num_pending,
-      sub: nc.subscribe(createInbox(), {
+      sub: nc.subscribe(createInbox(inboxPrefix), {
         callback: (err, msg) => {
           if (err) breakGen(g, `subscription: ${err.message}`);
           else onMessage(g, msg);
@@ -262,9 +264,21 @@ export async function openLive(
     }
   };
 
+  /** Waits `ms` (with jitter), or less when woken (abort). */
+  const pause = async (ms: number) => {
+    const w = woken();
+    const t = setTimeout(wake, ms * (0.5 + Math.random()));
+    await w;
+    clearTimeout(t);
+  };
+  const backoffMs = (n: number) => BACKOFF_MS[Math.min(n, BACKOFF_MS.length - 1)] ?? 2_000;
+
   async function* messages(): AsyncGenerator<LiveMsg> {
     let failures = 0;
     let streamGone = 0;
+    // Consumers replaced in a row before delivering anything: the next one waits a little, so a
+    // fault that keeps recurring cannot become a loop creating consumers.
+    let fruitless = 0;
     try {
       while (!o.signal.aborted) {
         if (gen?.broken) {
@@ -272,9 +286,18 @@ export async function openLive(
             { stream: o.stream, consumer: gen.name, reason: gen.broken, next },
             'watch consumer replaced',
           );
+          fruitless = gen.dseq === 0 ? fruitless + 1 : 0;
+          if (fruitless === 5) {
+            o.log.warn(
+              { stream: o.stream, reason: gen.broken },
+              'watch consumers keep failing before delivering; retrying with backoff',
+            );
+          }
           retire(gen);
           gen = undefined;
           queue.length = 0; // received after `next`, read again from the new consumer
+          if (fruitless > 1) await pause(backoffMs(fruitless - 2));
+          continue;
         }
         if (!gen) {
           try {
@@ -299,17 +322,14 @@ export async function openLive(
                 cause: err,
               });
             }
-            const delay = BACKOFF_MS[Math.min(failures, BACKOFF_MS.length - 1)] ?? 2_000;
+            const delay = backoffMs(failures);
             if (failures++ === 0) {
               o.log.warn(
                 { err, stream: o.stream },
                 'watch consumer could not be created; retrying',
               );
             }
-            const w = woken();
-            const t = setTimeout(wake, delay * (0.5 + Math.random()));
-            await w;
-            clearTimeout(t);
+            await pause(delay);
             continue;
           }
         }
