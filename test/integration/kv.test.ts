@@ -564,5 +564,23 @@ describe('KVStoreService on nats-server 2.9.10', () => {
     ]);
     expect(results.every((x) => x.ok)).toBe(true);
     expect(await kv.keys('compat')).toEqual(['k', 'a', 'b']);
+    // Watch: natskit's own consumers on the older server (9-token ack subjects).
+    const changes: string[] = [];
+    const watcher = await kv.watch<unknown>('compat', '>', {
+      onChange: (c) => {
+        changes.push(`${c.type} ${c.key} ${c.initial ? 'initial' : 'update'}`);
+      },
+    });
+    await kv.put('compat', 'a', 3);
+    await kv.delete('compat', 'b');
+    for (const t0 = Date.now(); changes.length < 5 && Date.now() - t0 < 5_000; ) await sleep(10);
+    await watcher.stop();
+    expect(changes).toEqual([
+      'put k initial',
+      'put a initial',
+      'put b initial',
+      'put a update',
+      'delete b update',
+    ]);
   });
 });
