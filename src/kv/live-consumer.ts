@@ -47,16 +47,16 @@ export interface LiveOptions {
   /** Stops the generator (it then returns). */
   readonly signal: AbortSignal;
   readonly log: Logger;
-  /** The server sends an idle heartbeat this often; three missed ones restart the consumer. */
-  readonly heartbeatMs?: number;
-  /** How long one pull request waits on the server. */
-  readonly expiresMs?: number;
 }
 
 /** Restarts after a fault are spaced like this (ms), with jitter, and never give up. */
 const BACKOFF_MS = [50, 100, 250, 500, 1_000, 2_000];
 /** A consumer the client stopped using (crash, stall) is removed by the server after this. */
 const INACTIVE_MS = 30_000;
+/** The server sends an idle heartbeat this often; three missed ones replace the consumer. */
+const HEARTBEAT_MS = 2_000;
+/** How long one pull request waits on the server. */
+const EXPIRES_MS = 30_000;
 
 /** One consumer natskit created for the watch, and the pull in flight on it. */
 interface Generation {
@@ -123,8 +123,6 @@ export async function openLive(
   jsm: JetStreamManager,
   o: LiveOptions,
 ): Promise<Live> {
-  const heartbeatMs = o.heartbeatMs ?? 2_000;
-  const expiresMs = o.expiresMs ?? 30_000;
   const apiPrefix = jsm.getOptions().apiPrefix ?? '$JS.API';
   // A connection handed in may use its own inbox prefix (permissions): replies must go there.
   const inboxPrefix = (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
@@ -150,7 +148,7 @@ export async function openLive(
     g.lastActivityMs = Date.now();
     nc.publish(
       `${apiPrefix}.CONSUMER.MSG.NEXT.${o.stream}.${g.name}`,
-      JSON.stringify({ batch, expires: nanos(expiresMs), idle_heartbeat: nanos(heartbeatMs) }),
+      JSON.stringify({ batch, expires: nanos(EXPIRES_MS), idle_heartbeat: nanos(HEARTBEAT_MS) }),
       { reply: g.sub.getSubject() },
     );
   };
@@ -194,10 +192,10 @@ export async function openLive(
     wake();
   };
 
-  const retire = (g: Generation) => {
+  /** Best effort: its server may be the one that died; the server removes it when inactive. */
+  const retire = async (g: Generation) => {
     g.sub.unsubscribe();
-    // Best effort: its server may be the one that died; the server removes it when inactive.
-    jsm.consumers.delete(o.stream, g.name).catch(() => undefined);
+    await jsm.consumers.delete(o.stream, g.name).catch(() => undefined);
   };
 
   const open = async (): Promise<Generation> => {
@@ -234,15 +232,12 @@ export async function openLive(
   const onAbort = () => wake();
   o.signal.addEventListener('abort', onAbort);
   // A pull in flight that neither delivers nor sends heartbeats is lost: its server is gone.
-  const watchdog = setInterval(
-    () => {
-      const g = gen;
-      if (g && g.outstanding > 0 && Date.now() - g.lastActivityMs > 3 * heartbeatMs) {
-        breakGen(g, 'heartbeats missed');
-      }
-    },
-    Math.max(100, Math.floor(heartbeatMs / 2)),
-  );
+  const watchdog = setInterval(() => {
+    const g = gen;
+    if (g && g.outstanding > 0 && Date.now() - g.lastActivityMs > 3 * HEARTBEAT_MS) {
+      breakGen(g, 'heartbeats missed');
+    }
+  }, HEARTBEAT_MS / 2);
   // Messages sent while the client was away are lost, and its pull may be gone with them.
   const status = nc.status();
   void (async () => {
@@ -258,10 +253,7 @@ export async function openLive(
     (status as { stop?: () => void }).stop?.();
     const g = gen;
     gen = undefined;
-    if (g) {
-      g.sub.unsubscribe();
-      await jsm.consumers.delete(o.stream, g.name).catch(() => undefined);
-    }
+    if (g) await retire(g);
   };
 
   /** Waits `ms` (with jitter), or less when woken (abort). */
@@ -293,7 +285,7 @@ export async function openLive(
               'watch consumers keep failing before delivering; retrying with backoff',
             );
           }
-          retire(gen);
+          void retire(gen);
           gen = undefined;
           queue.length = 0; // received after `next`, read again from the new consumer
           if (fruitless > 1) await pause(backoffMs(fruitless - 2));
@@ -303,7 +295,7 @@ export async function openLive(
           try {
             const g = await open();
             if (closed) {
-              retire(g);
+              await retire(g);
               return;
             }
             gen = g;
