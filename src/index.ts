@@ -27,6 +27,17 @@ export type {
 export { HealthRegistry } from './health/health-registry.js';
 export type { ProbeServerOptions } from './health/probe-server.js';
 export type {
+  BucketConfig,
+  BucketDifference,
+  BucketPlacement,
+  DriftPolicy,
+} from './kv/bucket-config.js';
+export type { Codec, StandardSchemaResult, StandardSchemaV1 } from './kv/codec.js';
+export { bytesCodec, jsonCodec, stringCodec } from './kv/codec.js';
+export type { BucketOptions, KVStoreOptions } from './kv/kv-store-service.js';
+export { KV_OPTIONS, KVStoreService } from './kv/kv-store-service.js';
+export type { Tx, TxEntry, TxIsolation, TxOptions, TxResult } from './kv/transaction.js';
+export type {
   BulkPutEntry,
   BulkResult,
   KvBucket,
@@ -35,13 +46,7 @@ export type {
   KvDeleteOptions,
   KvEntry,
   KvPutOptions,
-} from './kv/bucket.js';
-export type { BucketConfig, BucketDifference, DriftPolicy } from './kv/bucket-config.js';
-export type { Codec, StandardSchemaResult, StandardSchemaV1 } from './kv/codec.js';
-export { bytesCodec, jsonCodec, stringCodec } from './kv/codec.js';
-export type { BucketOptions, KVStoreOptions } from './kv/kv-store-service.js';
-export { KV_OPTIONS, KVStoreService } from './kv/kv-store-service.js';
-export type { Tx, TxIsolation, TxOptions, TxResult } from './kv/transaction.js';
+} from './kv/types.js';
 export type { KvChange, KvWatcher, KvWatchOptions } from './kv/watch.js';
 export type { ServiceManagerOptions } from './lifecycle/options.js';
 export { MANAGER_DEFAULTS } from './lifecycle/options.js';

@@ -2,6 +2,8 @@ import {
   AuthorizationError,
   connect,
   type NatsConnection,
+  type QueuedIterator,
+  type Status,
   UserAuthenticationExpiredError,
 } from '@nats-io/transport-node';
 import { inject } from 'inversify';
@@ -9,6 +11,7 @@ import type { Logger } from 'pino';
 import { NatskitError } from '../errors/natskit-error.js';
 import type { HealthCheckResult, Service } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
+import { RequestInterruptedError } from '../retry/retry.js';
 import {
   type Capabilities,
   detectCapabilities,
@@ -40,6 +43,12 @@ export interface ConnectionStatus {
 /** How the connection ended: drained in time, closed after the drain deadline, or not ours. */
 export type CloseResult = 'drained' | 'forced' | 'external';
 
+interface InFlight {
+  readonly interrupted: () => void;
+  /** The connection was lost after the request was sent. */
+  lost: boolean;
+}
+
 /**
  * The NATS connection as a service: connects on start, follows the connection's state and the
  * server's capabilities, and drains with a deadline on stop. A connection handed in through
@@ -61,6 +70,9 @@ export class ConnectionService implements Service {
   /** When the connection was last lost (undefined while connected). */
   #outageSince: number | undefined;
   #statusLoop: Promise<void> = Promise.resolve();
+  #statusIterator: Partial<QueuedIterator<Status>> | undefined;
+  #stopped = false;
+  readonly #inFlight = new Set<InFlight>();
 
   constructor(
     @inject(CONNECTION_OPTIONS) options: ConnectionOptions,
@@ -72,7 +84,7 @@ export class ConnectionService implements Service {
 
   /** The connection. @throws NatskitError `INVALID_STATE` before start or after stop. */
   get nc(): NatsConnection {
-    if (!this.#nc || this.#status.state === 'closed') {
+    if (!this.#nc || this.#stopped || this.#status.state === 'closed') {
       throw new NatskitError(
         'INVALID_STATE',
         'the NATS connection is not open (ConnectionService not started, or stopped)',
@@ -100,6 +112,43 @@ export class ConnectionService implements Service {
   /** How the connection ended, once stopped. */
   get closeResult(): CloseResult | undefined {
     return this.#closeResult;
+  }
+
+  /** True once stopped (or once a failed start released the connection). */
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+
+  /**
+   * Settles like `request`, or rejects with {@link RequestInterruptedError} as soon as the
+   * connection comes back from a loss that began after the request was sent: its reply is lost
+   * with the server that had it, and waiting for the timeout (`requestTimeoutMs`) would stall
+   * the caller long after the server is back. A request sent while disconnected is buffered by
+   * the client and sent on reconnect, so it is left to finish.
+   * @internal used by the built-in services around each JetStream request.
+   */
+  resilient<R>(request: Promise<R>): Promise<R> {
+    if (this.#status.state !== 'connected') return request;
+    return new Promise<R>((resolve, reject) => {
+      const entry: InFlight = {
+        lost: false,
+        interrupted: () => {
+          request.catch(() => undefined); // it times out later; nobody waits for it
+          reject(new RequestInterruptedError());
+        },
+      };
+      this.#inFlight.add(entry);
+      request.then(
+        (value) => {
+          this.#inFlight.delete(entry);
+          resolve(value);
+        },
+        (err: unknown) => {
+          this.#inFlight.delete(entry);
+          reject(err);
+        },
+      );
+    });
   }
 
   /** Throws `CAPABILITY_MISSING` naming the feature and minimum server version when absent. */
@@ -140,12 +189,13 @@ export class ConnectionService implements Service {
 
   async start(signal: AbortSignal): Promise<void> {
     const o = this.#options;
+    let nc: NatsConnection;
     if (o.connection) {
-      this.#nc = o.connection;
+      nc = o.connection;
     } else {
       const client = toClientOptions(o);
       try {
-        this.#nc = await connect(client);
+        nc = await connect(client);
       } catch (err) {
         const auth =
           err instanceof AuthorizationError || err instanceof UserAuthenticationExpiredError;
@@ -159,11 +209,17 @@ export class ConnectionService implements Service {
         );
       }
     }
-    const nc = this.#nc;
-    if (signal.aborted && !o.connection) await nc.close();
-    signal.throwIfAborted();
-    this.#statusLoop = this.#follow(nc);
-    this.#capabilities = await detectCapabilities(nc, o.requestTimeoutMs, signal);
+    this.#nc = nc;
+    try {
+      signal.throwIfAborted();
+      this.#statusLoop = this.#follow(nc);
+      this.#capabilities = await detectCapabilities(nc, o.requestTimeoutMs, signal);
+    } catch (err) {
+      // The manager only stops services that started: a start failing after the connect (its
+      // signal aborted by a failing sibling, say) must release what it holds itself.
+      await this.#release(nc);
+      throw err;
+    }
     this.#set('connected', { server: redactUrl(nc.getServer()) });
     this.#log.info(
       {
@@ -175,11 +231,25 @@ export class ConnectionService implements Service {
     );
   }
 
+  /** Stops following the connection, and closes it unless it was handed in. */
+  async #release(nc: NatsConnection): Promise<void> {
+    this.#stopped = true;
+    this.#statusIterator?.stop?.();
+    if (!this.#options.connection) await nc.close().catch(() => undefined);
+    await this.#statusLoop.catch(() => undefined);
+  }
+
   async #follow(nc: NatsConnection): Promise<void> {
-    void nc.closed().then(() => this.#set('closed'));
-    for await (const s of nc.status()) {
+    void nc.closed().then(() => {
+      if (!this.#stopped || !this.#options.connection) this.#set('closed');
+    });
+    const statuses = nc.status();
+    this.#statusIterator = statuses as Partial<QueuedIterator<Status>>;
+    for await (const s of statuses) {
+      if (this.#stopped) break;
       switch (s.type) {
         case 'disconnect':
+          for (const r of this.#inFlight) r.lost = true;
           this.#set('disconnected', { server: redactUrl(s.server) });
           break;
         case 'reconnecting':
@@ -187,6 +257,11 @@ export class ConnectionService implements Service {
           break;
         case 'reconnect': {
           const previous = this.#capabilities?.serverId;
+          for (const r of this.#inFlight) {
+            if (!r.lost) continue;
+            this.#inFlight.delete(r);
+            r.interrupted();
+          }
           this.#set('connected', { server: redactUrl(s.server), lameDuck: false });
           if (nc.info?.server_id !== previous) void this.#redetect(nc);
           break;
@@ -222,18 +297,28 @@ export class ConnectionService implements Service {
     }
   }
 
-  /** Drains within `drainTimeoutMs`, then closes; a handed-in connection is left open. */
+  /**
+   * Drains within `drainTimeoutMs`, then closes. A handed-in connection is left open, and no
+   * longer followed: its status changes are not reported after this.
+   */
   async stop(): Promise<void> {
     const nc = this.#nc;
-    if (!nc) return;
+    if (!nc || this.#stopped) return;
     if (this.#options.connection) {
       this.#closeResult = 'external';
+      await this.#release(nc);
+      this.#log.info(
+        { result: this.#closeResult },
+        'connection released (it is not ours to close)',
+      );
       return;
     }
     if (nc.isClosed()) {
+      this.#stopped = true;
       this.#closeResult = 'forced';
       return;
     }
+    this.#stopped = true;
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), this.#options.drainTimeoutMs);
@@ -249,6 +334,7 @@ export class ConnectionService implements Service {
     clearTimeout(timer);
     if (outcome !== 'drained') await nc.close();
     this.#closeResult = outcome === 'drained' ? 'drained' : 'forced';
+    this.#statusIterator?.stop?.();
     await this.#statusLoop.catch(() => undefined);
     this.#set('closed');
     this.#log.info({ result: this.#closeResult }, 'connection closed');

@@ -5,7 +5,10 @@ import {
   headers as natsHeaders,
   nuid,
 } from '@nats-io/transport-node';
+import { ApiCode } from '../errors/jetstream.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import { RequestInterruptedError } from '../retry/retry.js';
+import { headerBytes } from './headers.js';
 
 /** One message of an atomic batch. */
 export interface BatchMessage {
@@ -26,6 +29,47 @@ export interface BatchAck {
 
 /** The most messages one atomic batch may carry (ADR-50). */
 export const MAX_BATCH_MESSAGES = 1_000;
+
+/** Options of {@link publishAtomicBatch}. */
+export interface BatchOptions {
+  /** How long the commit reply may take before the outcome is unknown. */
+  readonly timeoutMs: number;
+  /** The largest message (data plus headers, batch headers included) the stream takes. */
+  readonly maxMessageBytes?: number;
+  /**
+   * Races the commit reply with the loss and return of the connection: an interrupted commit's
+   * outcome is unknown at once, instead of after `timeoutMs`.
+   */
+  readonly resilient?: <R>(request: Promise<R>) => Promise<R>;
+  /** @internal test seam: runs after every message but the commit is published. */
+  readonly beforeCommit?: () => Promise<void>;
+}
+
+/** The headers a batch adds to message `i` of `count` (the batch id is a 22-character nuid). */
+function batchHeaders(batchId: string, i: number, count: number): [string, string][] {
+  const h: [string, string][] = [
+    ['Nats-Batch-Id', batchId],
+    ['Nats-Batch-Sequence', String(i + 1)],
+  ];
+  if (i === count - 1) h.push(['Nats-Batch-Commit', '1']);
+  return h;
+}
+
+/**
+ * The bytes a message takes against the stream's limit at the worst place in a batch (the
+ * commit of a full batch): a message that fits this way fits anywhere in any batch.
+ */
+export function worstCaseBytes(m: BatchMessage): number {
+  return messageBytes(m, 'x'.repeat(22), MAX_BATCH_MESSAGES - 1, MAX_BATCH_MESSAGES);
+}
+
+/** The bytes message `i` of a batch takes against the stream's limit. */
+function messageBytes(m: BatchMessage, batchId: string, i: number, count: number): number {
+  return (
+    m.data.length +
+    headerBytes([...Object.entries(m.headers ?? {}), ...batchHeaders(batchId, i, count)])
+  );
+}
 
 interface CommitReply {
   stream?: string;
@@ -50,10 +94,9 @@ interface CommitReply {
 export async function publishAtomicBatch(
   nc: NatsConnection,
   messages: readonly BatchMessage[],
-  timeoutMs: number,
-  /** @internal test seam: runs after every message but the commit is published. */
-  hooks: { beforeCommit?: () => Promise<void> } = {},
+  options: BatchOptions,
 ): Promise<BatchAck> {
+  const { timeoutMs } = options;
   if (messages.length === 0) {
     throw new NatskitError('INVALID_OPTIONS', 'an atomic batch needs at least one message');
   }
@@ -66,20 +109,32 @@ export async function publishAtomicBatch(
   }
   const batchId = nuid.next();
   const last = messages.length - 1;
+  // A message the stream refuses in the middle of a batch only shows as an incomplete batch, and
+  // the client throws on one over max_payload after the first messages went out: check them all.
+  const max = options.maxMessageBytes ?? nc.info?.max_payload ?? Number.POSITIVE_INFINITY;
+  messages.forEach((m, i) => {
+    const bytes = messageBytes(m, batchId, i, messages.length);
+    if (bytes > max) {
+      throw new NatskitError(
+        'VALUE_TOO_LARGE',
+        `atomic batch: the message to ${m.subject} is ${bytes} bytes with its headers; the limit is ${max}`,
+        { details: { subject: m.subject, bytes, limit: max } },
+      );
+    }
+  });
   const header = (m: BatchMessage, i: number) => {
     const h = natsHeaders();
     for (const [k, v] of Object.entries(m.headers ?? {})) h.set(k, v);
-    h.set('Nats-Batch-Id', batchId);
-    h.set('Nats-Batch-Sequence', String(i + 1));
+    for (const [k, v] of batchHeaders(batchId, i, messages.length)) h.set(k, v);
     return h;
   };
   for (let i = 0; i < last; i++) {
     const m = messages[i] as BatchMessage;
     nc.publish(m.subject, m.data, { headers: header(m, i) });
   }
-  if (hooks.beforeCommit) {
+  if (options.beforeCommit) {
     await nc.flush();
-    await hooks.beforeCommit();
+    await options.beforeCommit();
   }
   // The commit reply comes to an inbox of our own, kept open after the timeout: a reply that
   // arrives late still tells the outcome (see `details.lateReply`).
@@ -90,16 +145,20 @@ export async function publishAtomicBatch(
     return undefined;
   })();
   const m = messages[last] as BatchMessage;
-  const h = header(m, last);
-  h.set('Nats-Batch-Commit', '1');
-  nc.publish(m.subject, m.data, { headers: h, reply: inbox });
+  nc.publish(m.subject, m.data, { headers: header(m, last), reply: inbox });
   let timer: NodeJS.Timeout | undefined;
-  const first = await Promise.race([
+  const waited = Promise.race([
     reply,
     new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), timeoutMs);
     }),
   ]);
+  const first = await (options.resilient ? options.resilient(waited) : waited).catch(
+    (err: unknown) => {
+      if (err instanceof RequestInterruptedError) return 'timeout' as const;
+      throw err;
+    },
+  );
   clearTimeout(timer);
   if (first === 'timeout') {
     const late = setTimeout(() => sub.unsubscribe(), LATE_REPLY_MS);
@@ -109,7 +168,7 @@ export async function publishAtomicBatch(
     });
     throw new NatskitError(
       'NATS_UNAVAILABLE',
-      `atomic batch: the commit reply did not come within ${timeoutMs} ms (the outcome is unknown)`,
+      `atomic batch: the commit reply did not come (the connection was lost, or ${timeoutMs} ms passed): the outcome is unknown`,
       { details: { outcome: 'unknown', batchId, lateReply } },
     );
   }
@@ -143,14 +202,14 @@ export function interpretReply(msg: Msg, batchId: string, count: number): BatchA
   if (reply.error) {
     const apiCode = reply.error.err_code ?? 0;
     const details = { apiCode, description: reply.error.description, batchId };
-    if (apiCode === 10071 || apiCode === 10164) {
+    if (apiCode === ApiCode.WrongLastSequence || apiCode === ApiCode.WrongLastSequenceUnknown) {
       throw new NatskitError(
         'KV_REVISION_CONFLICT',
         `atomic batch rejected: ${reply.error.description}`,
         { details },
       );
     }
-    if (apiCode === 10174) {
+    if (apiCode === ApiCode.AtomicPublishDisabled) {
       throw new NatskitError(
         'CAPABILITY_MISSING',
         `the stream does not allow atomic publish (${reply.error.description})`,
@@ -159,7 +218,12 @@ export function interpretReply(msg: Msg, batchId: string, count: number): BatchA
         },
       );
     }
-    if (apiCode === 10199) {
+    if (apiCode === ApiCode.MessageTooLarge) {
+      throw new NatskitError('VALUE_TOO_LARGE', `atomic batch: ${reply.error.description}`, {
+        details,
+      });
+    }
+    if (apiCode === ApiCode.BatchTooLarge) {
       throw new NatskitError('TX_TOO_LARGE', `atomic batch too large: ${reply.error.description}`, {
         details,
       });

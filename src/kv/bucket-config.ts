@@ -1,4 +1,10 @@
-import { DiscardPolicy, RetentionPolicy, StorageType, type StreamConfig } from '@nats-io/jetstream';
+import {
+  DiscardPolicy,
+  type Placement,
+  RetentionPolicy,
+  StorageType,
+  type StreamConfig,
+} from '@nats-io/jetstream';
 import { millis, nanos } from '@nats-io/transport-node';
 import { checkMs } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
@@ -25,8 +31,31 @@ export interface BucketConfig {
    * Beware: with history > 1, per-key TTLs shorter than this are raised to it. @defaultValue 0
    */
   readonly markerTtlMs?: number;
+  /** Where a clustered server places the bucket's stream: a cluster name and server tags. */
+  readonly placement?: BucketPlacement;
   readonly description?: string;
 }
+
+/** Placement of a bucket's stream in a (super)cluster. */
+export interface BucketPlacement {
+  /** The cluster to place it in. */
+  readonly cluster?: string;
+  /** Servers with all of these tags (`server_tags` in their config). */
+  readonly tags?: readonly string[];
+}
+
+const FIELDS: ReadonlySet<string> = new Set([
+  'history',
+  'ttlMs',
+  'maxValueSize',
+  'maxBytes',
+  'replicas',
+  'storage',
+  'perKeyTtl',
+  'markerTtlMs',
+  'placement',
+  'description',
+]);
 
 /** What natskit does when a provisioned bucket exists with another config. */
 export type DriftPolicy = 'error' | 'warn' | 'update';
@@ -44,6 +73,30 @@ export interface BucketDifference {
 export function checkBucketConfig(config: BucketConfig): void {
   const bad = (field: string, why: string) =>
     new NatskitError('INVALID_OPTIONS', `bucket config ${field} ${why}`, { details: { field } });
+  if (typeof config !== 'object' || config === null) throw bad('', 'must be an object');
+  for (const field of Object.keys(config)) {
+    if (field === 'mirror' || field === 'sources') {
+      throw bad(
+        field,
+        'is not supported: create a mirrored or sourced bucket with the nats CLI or a NATS client, then bind it with kv.bucket(name)',
+      );
+    }
+    if (!FIELDS.has(field)) {
+      throw bad(field, `is not a bucket config field (known: ${[...FIELDS].join(', ')})`);
+    }
+  }
+  const p = config.placement;
+  if (
+    p !== undefined &&
+    (typeof p !== 'object' ||
+      p === null ||
+      (p.cluster !== undefined && (typeof p.cluster !== 'string' || p.cluster === '')) ||
+      (p.tags !== undefined &&
+        !(Array.isArray(p.tags) && p.tags.every((t) => typeof t === 'string' && t !== ''))) ||
+      (p.cluster === undefined && (p.tags?.length ?? 0) === 0))
+  ) {
+    throw bad('placement', 'must be { cluster?: string, tags?: string[] } naming at least one');
+  }
   if (
     config.history !== undefined &&
     !(Number.isInteger(config.history) && config.history >= 1 && config.history <= 64)
@@ -89,17 +142,30 @@ export function toStreamConfig(bucket: string, c: BucketConfig, atomic: boolean)
     duplicate_window: nanos(ttlMs > 0 && ttlMs < 120_000 ? ttlMs : 120_000),
   };
   if (c.description) config.description = c.description;
+  if (c.placement) config.placement = toPlacement(c.placement);
   if (c.perKeyTtl || c.markerTtlMs) config.allow_msg_ttl = true;
   if (c.markerTtlMs) config.subject_delete_marker_ttl = nanos(c.markerTtlMs);
   if (atomic) config.allow_atomic = true;
   return config as StreamConfig;
 }
 
-/** The bucket view of a stored stream config. */
-export function fromStreamConfig(
-  s: StreamConfig,
-): Required<Omit<BucketConfig, 'description'>> & { directGet: boolean } {
+function toPlacement(p: BucketPlacement): Placement {
   return {
+    ...(p.cluster ? { cluster: p.cluster } : {}),
+    ...(p.tags?.length ? { tags: [...p.tags].sort() } : {}),
+  } as Placement;
+}
+
+/** The bucket view of a stored stream config. */
+export function fromStreamConfig(s: StreamConfig): Required<
+  Omit<BucketConfig, 'description' | 'placement'>
+> & {
+  directGet: boolean;
+  placement: BucketPlacement | undefined;
+} {
+  return {
+    placement:
+      s.placement?.cluster || s.placement?.tags?.length ? toPlacement(s.placement) : undefined,
     history: s.max_msgs_per_subject,
     ttlMs: millis(s.max_age ?? 0),
     maxValueSize: s.max_msg_size ?? -1,
@@ -119,6 +185,12 @@ export function diffBucket(stored: StreamConfig, requested: BucketConfig): Bucke
   for (const [field, want] of Object.entries(requested)) {
     if (want === undefined || field === 'description') continue;
     const existing = have[field as keyof typeof have];
+    if (field === 'placement') {
+      const asked = toPlacement(want as BucketPlacement);
+      if (JSON.stringify(existing ?? {}) === JSON.stringify(asked)) continue;
+      out.push({ field: 'placement', existing, requested: asked, updatable: true });
+      continue;
+    }
     if (existing === want) continue;
     const updatable = field !== 'storage' && !(field === 'perKeyTtl' && existing === true);
     out.push({ field: field as keyof BucketConfig, existing, requested: want, updatable });

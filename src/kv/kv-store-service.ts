@@ -1,25 +1,15 @@
-import { JetStreamApiError, type StreamConfig } from '@nats-io/jetstream';
+import type { StreamConfig } from '@nats-io/jetstream';
 import { inject } from 'inversify';
 import type { Logger } from 'pino';
 import { ConnectionService } from '../connection/connection-service.js';
+import { ApiCode, closedError, isApiError, isConnectionClosed } from '../errors/jetstream.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import type { HealthCheckResult, Service, Token } from '../lifecycle/service.js';
 import { createToken } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
 import { type RetryCounter, type RetryOptions, withRetry } from '../retry/retry.js';
 import { StreamService } from '../stream/stream-service.js';
-import {
-  type BulkPutEntry,
-  type BulkResult,
-  type KvBucket,
-  type KvBucketHealth,
-  KvBucketImpl,
-  type KvCallOptions,
-  type KvContext,
-  type KvDeleteOptions,
-  type KvEntry,
-  type KvPutOptions,
-} from './bucket.js';
+import { KvBucketImpl } from './bucket.js';
 import {
   type BucketConfig,
   type BucketDifference,
@@ -28,9 +18,20 @@ import {
   diffBucket,
   toStreamConfig,
 } from './bucket-config.js';
+import { BucketState, type KvContext } from './bucket-state.js';
 import { type Codec, resolveCodec, type StandardSchemaV1 } from './codec.js';
 import { streamOf, validateBucket } from './names.js';
 import type { Tx, TxOptions, TxResult } from './transaction.js';
+import type {
+  BulkPutEntry,
+  BulkResult,
+  KvBucket,
+  KvBucketHealth,
+  KvCallOptions,
+  KvDeleteOptions,
+  KvEntry,
+  KvPutOptions,
+} from './types.js';
 import type { KvChange, KvWatcher, KvWatchOptions } from './watch.js';
 
 /** Options of a bucket handle. */
@@ -70,19 +71,23 @@ export interface KVStoreOptions {
 /** Token of the KV options, bound by the ServiceManager. */
 export const KV_OPTIONS: Token<KVStoreOptions> = createToken<KVStoreOptions>('KVStoreOptions');
 
-function sameOptions(a: BucketOptions<unknown>, b: BucketOptions<unknown>): boolean {
+/** Whether two opens ask for the same provisioning (then the second reuses the first). */
+function sameProvision(a: BucketOptions<unknown>, b: BucketOptions<unknown>): boolean {
   return (
-    a.codec === b.codec &&
-    a.schema === b.schema &&
     a.drift === b.drift &&
     JSON.stringify(a.provision ?? null) === JSON.stringify(b.provision ?? null)
   );
 }
 
+/** One bucket in the cache: its shared state, and one handle per codec and schema. */
 interface CacheEntry {
-  readonly handle: Promise<KvBucketImpl<unknown>>;
+  readonly state: Promise<BucketState>;
   readonly options: BucketOptions<unknown>;
+  /** codec ('json', 'string', 'bytes' or the codec object) -> schema (or NO_SCHEMA) -> handle. */
+  readonly handles: Map<unknown, Map<unknown, KvBucketImpl<unknown>>>;
 }
+
+const NO_SCHEMA = Symbol('no schema');
 
 /**
  * NATS KV as a service: bound or provisioned buckets with cached handles, typed codecs and
@@ -96,6 +101,7 @@ export class KVStoreService implements Service {
   readonly #log: Logger;
   readonly #options: KVStoreOptions;
   readonly #cache = new Map<string, CacheEntry>();
+  #stopped = false;
   /** Retries of transient errors, for metrics. */
   readonly metrics: RetryCounter = { retries: 0 };
 
@@ -123,42 +129,54 @@ export class KVStoreService implements Service {
       capabilities: () => this.#connection.capabilities,
       gone: (bucket) => {
         this.#cache.delete(bucket);
-        this.#log.warn({ bucket }, 'bucket is gone; its cached handle was dropped');
+        this.#log.warn({ bucket }, 'bucket is gone; its cached handles were dropped');
       },
+      stopped: () => this.#stopped || this.#connection.stopped,
+      resilient: (request) => this.#connection.resilient(request),
     };
+  }
+
+  /** Throws `INVALID_STATE` once stopped. */
+  #assertOpen(what: string): void {
+    if (this.#stopped) throw closedError(`KVStoreService ${what}`, true);
   }
 
   /**
    * A handle to a bucket. Without `provision` it binds an existing bucket and fails fast with
    * `KV_BUCKET_NOT_FOUND`; with it, it creates the bucket, or compares the stored config with the
-   * one asked for and applies the drift policy. Handles are cached per bucket (concurrent first
-   * calls share one open), and dropped when the bucket is found deleted.
+   * one asked for and applies the drift policy. A bucket is opened once (concurrent first calls
+   * share the open) and dropped from the cache when found deleted; each codec and schema gets
+   * its own handle, so how one caller decodes a bucket never depends on another's call.
    */
   async bucket<T = unknown>(name: string, options: BucketOptions<T> = {}): Promise<KvBucket<T>> {
     validateBucket(name);
-    const cached = this.#cache.get(name);
-    if (
-      cached &&
-      (Object.keys(options).length === 0 ||
-        sameOptions(options as BucketOptions<unknown>, cached.options))
-    ) {
-      return (await cached.handle) as KvBucket<T>;
+    this.#assertOpen('bucket');
+    const asked = options as BucketOptions<unknown>;
+    const codecKey = options.codec ?? 'json';
+    const codec = resolveCodec(options.codec); // an invalid codec fails before anything opens
+    let entry = this.#cache.get(name);
+    if (!entry || (asked.provision !== undefined && !sameProvision(asked, entry.options))) {
+      const state = this.#open(name, asked);
+      entry = { state, options: asked, handles: new Map() };
+      this.#cache.set(name, entry);
+      const opened = entry;
+      state.catch(() => {
+        if (this.#cache.get(name) === opened) this.#cache.delete(name);
+      });
     }
-    const handle = this.#open(name, options);
-    this.#cache.set(name, {
-      handle: handle as Promise<KvBucketImpl<unknown>>,
-      options: options as BucketOptions<unknown>,
-    });
-    try {
-      return await handle;
-    } catch (err) {
-      if (this.#cache.get(name)?.handle === handle) this.#cache.delete(name);
-      throw err;
+    const state = await entry.state;
+    const bySchema = entry.handles.get(codecKey) ?? new Map<unknown, KvBucketImpl<unknown>>();
+    entry.handles.set(codecKey, bySchema);
+    const schemaKey = options.schema ?? NO_SCHEMA;
+    let handle = bySchema.get(schemaKey) as KvBucketImpl<T> | undefined;
+    if (!handle) {
+      handle = new KvBucketImpl<T>(state, { codec, schema: options.schema });
+      bySchema.set(schemaKey, handle as KvBucketImpl<unknown>);
     }
+    return handle;
   }
 
-  async #open<T>(name: string, options: BucketOptions<T>): Promise<KvBucketImpl<T>> {
-    const codec = { codec: resolveCodec(options.codec), schema: options.schema };
+  async #open(name: string, options: BucketOptions<unknown>): Promise<BucketState> {
     if (options.provision) checkBucketConfig(options.provision);
     const config = options.provision
       ? await this.#provision(
@@ -170,21 +188,22 @@ export class KVStoreService implements Service {
     if (!config.allow_direct) {
       this.#log.warn({ bucket: name }, 'bucket has no direct get; reads use the slower stream API');
     }
-    return new KvBucketImpl<T>(this.#context(), name, config, codec);
+    return new BucketState(this.#context(), name, config);
   }
 
   async #info(name: string): Promise<StreamConfig | undefined> {
     try {
       const info = await withRetry(
         `bucket info ${name}`,
-        () => this.#streams.jsm.streams.info(streamOf(name)),
+        () => this.#connection.resilient(this.#streams.jsm.streams.info(streamOf(name))),
         this.#options.retry,
         undefined,
         this.metrics,
       );
       return info.config;
     } catch (err) {
-      if (err instanceof JetStreamApiError && err.code === 10059) return undefined;
+      if (isApiError(err, ApiCode.StreamNotFound)) return undefined;
+      if (isConnectionClosed(err)) throw closedError(`bucket ${name}`, this.#stopped, err);
       throw err;
     }
   }
@@ -270,6 +289,7 @@ export class KVStoreService implements Service {
         perKeyTtl: ['allow_msg_ttl'],
         markerTtlMs: ['subject_delete_marker_ttl', 'allow_msg_ttl'],
         directGet: ['allow_direct'],
+        placement: ['placement'],
       };
       keys.push(...(map[d.field] ?? []));
     }
@@ -285,6 +305,7 @@ export class KVStoreService implements Service {
   /** Creates a bucket (or checks an existing one against `config` under the drift policy). */
   async createBucket(name: string, config: BucketConfig = {}, drift?: DriftPolicy): Promise<void> {
     validateBucket(name);
+    this.#assertOpen('createBucket');
     this.#cache.delete(name);
     await this.bucket(name, { provision: config, ...(drift ? { drift } : {}) });
   }
@@ -292,11 +313,13 @@ export class KVStoreService implements Service {
   /** Deletes a bucket and its data; its cached handle is dropped. */
   async deleteBucket(name: string): Promise<void> {
     validateBucket(name);
+    this.#assertOpen('deleteBucket');
     this.#cache.delete(name);
     try {
       await this.#streams.jsm.streams.delete(streamOf(name));
     } catch (err) {
-      if (err instanceof JetStreamApiError && err.code === 10059) {
+      if (isConnectionClosed(err)) throw closedError(`bucket ${name}`, this.#stopped, err);
+      if (isApiError(err, ApiCode.StreamNotFound)) {
         throw new NatskitError('KV_BUCKET_NOT_FOUND', `bucket ${name} does not exist`, {
           cause: err,
           details: { bucket: name },
@@ -308,9 +331,8 @@ export class KVStoreService implements Service {
 
   /** Removes every key and revision of a bucket; the bucket stays. */
   async purgeBucket(name: string): Promise<void> {
-    validateBucket(name);
-    await this.bucket(name);
-    await this.#streams.jsm.streams.purge(streamOf(name));
+    const b = (await this.bucket(name)) as KvBucketImpl<unknown>;
+    await b.state.call('purge bucket', () => this.#streams.jsm.streams.purge(streamOf(name)));
   }
 
   // ---- the handle's methods, bucket first ----
@@ -346,12 +368,13 @@ export class KVStoreService implements Service {
     key: string,
     value: T,
     revision: number,
-    options?: KvCallOptions,
+    options?: Omit<KvPutOptions, 'revision'>,
   ): Promise<number> {
     return await (await this.bucket<T>(bucket)).update(key, value, revision, options);
   }
-  async delete(bucket: string, key: string, options?: KvDeleteOptions): Promise<void> {
-    await (await this.bucket(bucket)).delete(key, options);
+  /** Deletes a key; `true` when it was live, `false` when it was already absent. */
+  async delete(bucket: string, key: string, options?: KvDeleteOptions): Promise<boolean> {
+    return await (await this.bucket(bucket)).delete(key, options);
   }
   async purge(bucket: string, key: string, options?: KvDeleteOptions): Promise<void> {
     await (await this.bucket(bucket)).purge(key, options);
@@ -441,9 +464,9 @@ export class KVStoreService implements Service {
   ): Promise<KvWatcher<T>> {
     return await (await this.#state<T>()).watch(keyOrFilter, { onChange });
   }
-  /** Deletes a state key. */
-  async deleteState(key: string): Promise<void> {
-    await (await this.#state()).delete(key);
+  /** Deletes a state key; `true` when it was set, `false` when it was already absent. */
+  async deleteState(key: string): Promise<boolean> {
+    return await (await this.#state()).delete(key);
   }
 
   /** `pass` while JetStream is there; the bucket checks are per bucket (`healthCheck`). */
@@ -453,7 +476,9 @@ export class KVStoreService implements Service {
       : { status: 'fail', output: 'JetStream is not enabled' };
   }
 
+  /** Later calls fail with `INVALID_STATE`; handles already taken fail the same way. */
   stop(): void {
+    this.#stopped = true;
     this.#cache.clear();
   }
 }

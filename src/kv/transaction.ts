@@ -1,15 +1,16 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { StoredMsg } from '@nats-io/jetstream';
 import { nuid } from '@nats-io/transport-node';
+import { ApiCode } from '../errors/jetstream.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import {
   type BatchAck,
   type BatchMessage,
   LATE_REPLY_MS,
   MAX_BATCH_MESSAGES,
-  type publishAtomicBatch,
 } from './atomic-batch.js';
-import type { KvEntry } from './bucket.js';
+import { isAbsent, userHeaders } from './headers.js';
+import type { KvEntry } from './types.js';
 
 /** How a transaction validates what it read. */
 export type TxIsolation = 'serializable' | 'write-only';
@@ -40,17 +41,37 @@ export interface TxResult<R> {
 }
 
 /**
+ * What `tx.getEntry` returns: a stored entry, or a value this transaction wrote and has not
+ * committed (`buffered: true`: it has no revision or date yet).
+ */
+export type TxEntry<T> =
+  | (KvEntry<T> & { readonly buffered: false })
+  | {
+      readonly key: string;
+      readonly value: T;
+      readonly buffered: true;
+      readonly revision: undefined;
+      readonly created: undefined;
+    };
+
+/**
  * The transaction handle passed to the function. Writes are buffered and invisible to others
  * until commit; reads see the transaction's own writes. The function may run several times (on
  * conflict), so it must have no side effects: do those after the commit.
+ *
+ * `put`, `create` and `delete` record the write when called, so a write whose promise is not
+ * awaited is still committed; the commit waits for every operation the function started. A
+ * write that fails (invalid key or value, `create` on a live key) aborts the transaction with
+ * its error even if the function caught it: a transaction never commits without a write it was
+ * asked to make. An operation called after the function returned is refused with `INVALID_STATE`.
  */
 export interface Tx<T> {
   get(key: string): Promise<T | null>;
   /** Reads several keys at once (in parallel: one round trip); values in the order asked. */
   getMany(keys: readonly string[]): Promise<(T | null)[]>;
-  getEntry(key: string): Promise<KvEntry<T> | null>;
+  getEntry(key: string): Promise<TxEntry<T> | null>;
   put(key: string, value: T): Promise<void>;
-  /** Writes only if the key is absent (at commit); throws `KV_REVISION_CONFLICT` now if it exists. */
+  /** Writes only if the key is absent (at commit); fails with `KV_REVISION_CONFLICT` if it is live. */
   create(key: string, value: T): Promise<void>;
   delete(key: string): Promise<void>;
 }
@@ -58,20 +79,26 @@ export interface Tx<T> {
 /** What a transaction needs from its bucket. */
 export interface TxBackend<T> {
   readonly bucket: string;
-  readonly stream: string;
-  readonly reservedPrefix: string;
-  validateKey(key: string): void;
+  /** The subject of guard messages: in the bucket's stream, outside its key space. */
+  readonly guardSubject: string;
+  /** Throws `INVALID_KEY` unless the key can be read (or deleted). */
+  validateReadKey(key: string): void;
+  /** Throws `INVALID_KEY` unless natskit may write the key. */
+  validateWriteKey(key: string): void;
   readLast(key: string): Promise<StoredMsg | null>;
   /** Reads the first message on the key with a sequence >= `seq`. */
   readNext(key: string, seq: number): Promise<StoredMsg | null>;
-  isAbsent(m: StoredMsg): boolean;
   encode(key: string, value: T): Promise<Uint8Array>;
   decode(key: string, m: StoredMsg): T | Promise<T>;
   /** Throws `CAPABILITY_MISSING` unless atomic batches work on this bucket (turning them on if needed). */
   ensureAtomic(what: string): Promise<void>;
+  /** Like `ensureAtomic`, and readies the guard subject for keys only read. */
+  ensureGuards(what: string): Promise<void>;
+  /** The guard subject was found missing from the stream: the next `ensureGuards` adds it again. */
+  forgetGuards(): void;
   /** A single compare-and-set write (works on every server). */
   writeOne(key: string, data: Uint8Array | null, revision: number | undefined): Promise<number>;
-  publishBatch: (messages: readonly BatchMessage[]) => ReturnType<typeof publishAtomicBatch>;
+  publishBatch(messages: readonly BatchMessage[]): Promise<BatchAck>;
 }
 
 interface Read<T> {
@@ -81,45 +108,131 @@ interface Read<T> {
 }
 
 interface Write<T> {
-  readonly data: Uint8Array | null; // null: delete
+  /** The encoded value once ready; null: a delete. */
+  data: Uint8Array | null | undefined;
   readonly value: T | null;
   /** Must the key be absent at commit (create)? */
   readonly create: boolean;
 }
 
 const TX_HEADER = 'Natskit-Tx';
-const GUARD_KEY = 'txguard';
 
 class Attempt<T> implements Tx<T> {
   readonly reads = new Map<string, Read<T>>();
   readonly writes = new Map<string, Write<T>>();
+  readonly #reading = new Map<string, Promise<Read<T>>>();
+  readonly #pending = new Set<Promise<unknown>>();
   readonly #b: TxBackend<T>;
+  /** The first write that failed: the commit throws it. */
+  #failure: { readonly error: unknown } | undefined;
+  #closed = false;
 
   constructor(backend: TxBackend<T>) {
     this.#b = backend;
   }
 
-  async #read(key: string): Promise<Read<T>> {
-    this.#b.validateKey(key);
-    const known = this.reads.get(key);
-    if (known) return known; // repeatable reads within an attempt
-    const m = await this.#b.readLast(key);
-    const read: Read<T> =
-      !m || this.#b.isAbsent(m)
-        ? { revision: m?.seq ?? 0, entry: null }
-        : {
-            revision: m.seq,
-            entry: { key, value: await this.#b.decode(key, m), revision: m.seq, created: m.time },
-          };
-    this.reads.set(key, read);
-    return read;
+  /** Refuses operations once the function returned and the commit began. */
+  #open(op: string): void {
+    if (!this.#closed) return;
+    throw new NatskitError(
+      'INVALID_STATE',
+      `tx.${op} was called after the transaction function returned (a missing await, or a callback that ran late): the transaction no longer takes operations`,
+      { details: { bucket: this.#b.bucket, op } },
+    );
   }
 
-  async getEntry(key: string): Promise<KvEntry<T> | null> {
+  /** Keeps `p` until it settles; a failed write poisons the attempt. */
+  #track<R>(p: Promise<R>, write: boolean): Promise<R> {
+    this.#pending.add(p);
+    p.then(
+      () => this.#pending.delete(p),
+      (error: unknown) => {
+        this.#pending.delete(p);
+        if (write) this.#failure ??= { error };
+      },
+    );
+    // The commit reports a failed write: its promise must not also crash the process as an
+    // unhandled rejection when the function did not await it.
+    if (write) p.catch(() => undefined);
+    return p;
+  }
+
+  /** A write refused before it was recorded: it still aborts the transaction. */
+  #refuse(error: unknown): Promise<void> {
+    if (!NatskitError.is(error, 'INVALID_STATE')) {
+      this.#failure ??= { error };
+      const p = Promise.reject(error);
+      p.catch(() => undefined);
+      return p;
+    }
+    return Promise.reject(error); // the attempt is over: only the caller can still see this
+  }
+
+  /**
+   * Waits until no operation of the attempt is pending (one may start another), then closes it.
+   * Throws the first failed write.
+   */
+  async settle(): Promise<void> {
+    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+    this.#closed = true;
+    if (this.#failure) throw this.#failure.error;
+  }
+
+  /** Ends an attempt whose function threw: later operations are refused. */
+  close(): void {
+    this.#closed = true;
+  }
+
+  #read(key: string): Promise<Read<T>> {
+    try {
+      this.#open('get');
+      this.#b.validateReadKey(key);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const known = this.reads.get(key);
+    if (known) return Promise.resolve(known); // repeatable reads within an attempt
+    const inFlight = this.#reading.get(key);
+    if (inFlight !== undefined) return inFlight;
+    const p = this.#track(
+      (async (): Promise<Read<T>> => {
+        const m = await this.#b.readLast(key);
+        const read: Read<T> =
+          !m || isAbsent(m.header)
+            ? { revision: m?.seq ?? 0, entry: null }
+            : {
+                revision: m.seq,
+                entry: {
+                  key,
+                  value: await this.#b.decode(key, m),
+                  revision: m.seq,
+                  created: m.time,
+                  headers: userHeaders(m.header),
+                },
+              };
+        this.reads.set(key, read);
+        return read;
+      })(),
+      false,
+    );
+    this.#reading.set(key, p);
+    p.then(
+      () => this.#reading.delete(key),
+      () => this.#reading.delete(key),
+    );
+    return p;
+  }
+
+  async getEntry(key: string): Promise<TxEntry<T> | null> {
+    this.#open('getEntry');
     const w = this.writes.get(key);
-    if (w)
-      return w.value === null ? null : { key, value: w.value, revision: 0, created: new Date() };
-    return (await this.#read(key)).entry;
+    if (w) {
+      return w.value === null
+        ? null
+        : { key, value: w.value, buffered: true, revision: undefined, created: undefined };
+    }
+    const { entry } = await this.#read(key);
+    return entry && { ...entry, buffered: false };
   }
 
   async get(key: string): Promise<T | null> {
@@ -130,36 +243,57 @@ class Attempt<T> implements Tx<T> {
     return await Promise.all(keys.map((k) => this.get(k)));
   }
 
-  async put(key: string, value: T): Promise<void> {
-    this.writes.set(key, {
-      data: await this.#b.encode(key, value),
-      value,
-      create: this.writes.get(key)?.create ?? false,
-    });
-  }
-
-  async create(key: string, value: T): Promise<void> {
-    const current = await this.getEntry(key);
-    if (current) {
-      throw new NatskitError(
-        'KV_REVISION_CONFLICT',
-        `key ${key} in bucket ${this.#b.bucket} exists (create)`,
-        {
-          details: { bucket: this.#b.bucket, key, currentRevision: current.revision },
-        },
-      );
+  /** Records a write now; its encoding (or the read a create needs) finishes before the commit. */
+  #record(op: string, key: string, value: T | null, create: boolean): Promise<void> {
+    try {
+      this.#open(op);
+      if (value === null) this.#b.validateReadKey(key);
+      else this.#b.validateWriteKey(key);
+    } catch (err) {
+      return this.#refuse(err);
     }
-    if (!this.reads.has(key) && !this.writes.has(key)) await this.#read(key);
-    this.writes.set(key, { data: await this.#b.encode(key, value), value, create: true });
+    const w: Write<T> = {
+      data: value === null ? null : undefined,
+      value,
+      create: create || (this.writes.get(key)?.create ?? false),
+    };
+    const before = this.writes.get(key);
+    this.writes.set(key, w);
+    return this.#track(
+      (async () => {
+        if (create) {
+          // A live key fails the create; the tombstone or 0 is what the commit expects.
+          const entry = before ? before.value : (await this.#read(key)).entry;
+          if (entry !== null) {
+            throw new NatskitError(
+              'KV_REVISION_CONFLICT',
+              `key ${key} in bucket ${this.#b.bucket} exists (create)`,
+              {
+                details: {
+                  bucket: this.#b.bucket,
+                  key,
+                  currentRevision: this.reads.get(key)?.revision,
+                },
+              },
+            );
+          }
+        }
+        if (value !== null) w.data = await this.#b.encode(key, value);
+      })(),
+      true,
+    );
   }
 
-  async delete(key: string): Promise<void> {
-    this.#b.validateKey(key);
-    this.writes.set(key, {
-      data: null,
-      value: null,
-      create: this.writes.get(key)?.create ?? false,
-    });
+  put(key: string, value: T): Promise<void> {
+    return this.#record('put', key, value, false);
+  }
+
+  create(key: string, value: T): Promise<void> {
+    return this.#record('create', key, value, true);
+  }
+
+  delete(key: string): Promise<void> {
+    return this.#record('delete', key, null, false);
   }
 }
 
@@ -192,7 +326,14 @@ export async function runTransaction<T, R>(
   for (let attempt = 1; attempt <= maxAttempts; attempt++) {
     options.signal?.throwIfAborted();
     const tx = new Attempt(b);
-    const value = await fn(tx); // an error thrown here aborts, nothing written, rethrown unchanged
+    let value: R;
+    try {
+      value = await fn(tx); // an error thrown here aborts, nothing written, rethrown unchanged
+    } catch (err) {
+      tx.close();
+      throw err;
+    }
+    await tx.settle(); // every operation the function started; a failed write aborts, unchanged
     try {
       const revisions = await commit(b, tx, isolation);
       return { value, attempts: attempt, revisions };
@@ -248,34 +389,38 @@ async function commit<T>(
   }
   if (writes.length === 1 && guards.length === 0) {
     const [key, w] = writes[0] as [string, Write<T>];
-    return { [key]: await b.writeOne(key, w.data, expectation(tx, key, w)) };
+    return { [key]: await b.writeOne(key, w.data ?? null, expectation(tx, key, w)) };
   }
-  await b.ensureAtomic(
-    `a transaction writing ${writes.length} key(s)${guards.length ? ` and guarding ${guards.length}` : ''}`,
-  );
+  const what = `a transaction writing ${writes.length} key(s)${guards.length ? ` and guarding ${guards.length}` : ''}`;
+  if (guards.length > 0) await b.ensureGuards(what);
+  else await b.ensureAtomic(what);
   const txId = nuid.next();
-  const messages: BatchMessage[] = writes.map(([key, w]) => {
+  // Guards first: the commit (the last message) is then always a write, on a subject the
+  // stream surely has; a guard subject someone removed fails the batch as incomplete, at once.
+  const messages: BatchMessage[] = guards.map(([key, read]) => ({
+    // Stored only if `key` is still at the revision read.
+    subject: b.guardSubject,
+    data: new Uint8Array(0),
+    headers: {
+      [TX_HEADER]: txId,
+      'Nats-Expected-Last-Subject-Sequence': String(read.revision),
+      'Nats-Expected-Last-Subject-Sequence-Subject': `$KV.${b.bucket}.${key}`,
+    },
+  }));
+  for (const [key, w] of writes) {
     const h: Record<string, string> = { [TX_HEADER]: txId };
     const expected = expectation(tx, key, w);
     if (expected !== undefined) h['Nats-Expected-Last-Subject-Sequence'] = String(expected);
     if (w.data === null) h['KV-Operation'] = 'DEL';
-    return { subject: `$KV.${b.bucket}.${key}`, data: w.data ?? new Uint8Array(0), headers: h };
-  });
-  for (const [key, read] of guards) {
-    // A message on the reserved guard key that only stores if `key` is still at the revision read.
     messages.push({
-      subject: `$KV.${b.bucket}.${b.reservedPrefix}${GUARD_KEY}`,
-      data: new Uint8Array(0),
-      headers: {
-        [TX_HEADER]: txId,
-        'Nats-Expected-Last-Subject-Sequence': String(read.revision),
-        'Nats-Expected-Last-Subject-Sequence-Subject': `$KV.${b.bucket}.${key}`,
-      },
+      subject: `$KV.${b.bucket}.${key}`,
+      data: w.data ?? new Uint8Array(0),
+      headers: h,
     });
   }
-  let firstSeq: number;
+  let firstWrite: number;
   try {
-    firstSeq = (await b.publishBatch(messages)).firstSeq;
+    firstWrite = (await b.publishBatch(messages)).firstSeq + guards.length;
   } catch (err) {
     if (NatskitError.is(err, 'NATS_UNAVAILABLE') && err.details?.outcome === 'unknown') {
       // The commit reply is late or lost: find out whether the batch was stored before anything
@@ -283,14 +428,23 @@ async function commit<T>(
       const [key, w] = writes[0] as [string, Write<T>];
       const found = await resolveUnknown(b, key, expectation(tx, key, w), txId, err);
       if (found === undefined) throw conflict(b.bucket, [], 1, err); // not applied: run again
-      firstSeq = found;
+      firstWrite = found;
     } else if (NatskitError.is(err, 'NATS_UNAVAILABLE') && err.details?.outcome === 'not-applied') {
       throw conflict(b.bucket, [], 1, err); // certainly not stored: run again
+    } else if (
+      guards.length > 0 &&
+      NatskitError.is(err, 'PUBLISH_FAILED') &&
+      err.details?.apiCode === ApiCode.BatchIncomplete
+    ) {
+      // Nothing stored. The likely cause: another client rewrote the stream's config without
+      // the guard subject. The next attempt adds it again.
+      b.forgetGuards();
+      throw conflict(b.bucket, [], 1, err);
     } else {
       throw err;
     }
   }
-  return Object.fromEntries(writes.map(([key], i) => [key, firstSeq + i]));
+  return Object.fromEntries(writes.map(([key], i) => [key, firstWrite + i]));
 }
 
 /**
@@ -332,7 +486,7 @@ async function resolveUnknown<T>(
   return await findCommitted(b, key, expected, txId).catch(() => undefined);
 }
 
-/** The sequence of our first message if the batch with `txId` was stored, else undefined. */
+/** The sequence of our first write if the batch with `txId` was stored, else undefined. */
 async function findCommitted<T>(
   b: TxBackend<T>,
   key: string,

@@ -10,6 +10,18 @@ import {
 import pRetry from 'p-retry';
 import { NatskitError } from '../errors/natskit-error.js';
 
+/**
+ * A request was in flight when the connection was lost, and the connection is back: its reply
+ * will never come (the server that had it is gone), so it is retried at once instead of waiting
+ * for its timeout. Transient by definition.
+ */
+export class RequestInterruptedError extends Error {
+  constructor() {
+    super('the connection was lost while the request was in flight');
+    this.name = 'RequestInterruptedError';
+  }
+}
+
 /** Backoff for retries of transient NATS errors: exponential with jitter. */
 export interface RetryOptions {
   /** Retries after the first attempt; 0 disables retrying. @defaultValue 5 */
@@ -37,12 +49,14 @@ export interface RetryCounter {
 
 /**
  * True for errors that another attempt may cure: a request timeout, no responders (a stream
- * leader election, or a server restarting), a JetStream 503, a connection that is reconnecting.
+ * leader election, or a server restarting), a JetStream 503, a connection that is reconnecting,
+ * a request whose connection was lost and came back while it was in flight.
  * Never for conflicts, validation, permissions, not-found or a closed connection.
  */
 export function isTransient(err: unknown): boolean {
   // A natskit error is a final classification (KV_BUCKET_NOT_FOUND caused by "no responders"...).
   if (NatskitError.is(err)) return false;
+  if (err instanceof RequestInterruptedError) return true;
   if (err instanceof TimeoutError || err instanceof NoRespondersError) return true;
   if (err instanceof RequestError) return err.isNoResponders() || err.cause instanceof TimeoutError;
   if (err instanceof JetStreamApiError) return err.status === 503;
@@ -75,8 +89,11 @@ export async function withRetry<T>(
     } catch (err) {
       if (o.retries <= 0 || !isTransient(err)) throw err;
       if (counter) counter.retries++;
+      // The connection is back: nothing to wait for.
+      if (!(err instanceof RequestInterruptedError)) {
+        await sleep(o.minDelayMs * (1 + Math.random()), undefined, signal ? { signal } : {});
+      }
     }
-    await sleep(o.minDelayMs * (1 + Math.random()), undefined, signal ? { signal } : {});
     return await pRetry(
       (attempt) => {
         attempts = attempt + 1;

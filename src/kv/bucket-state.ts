@@ -1,0 +1,344 @@
+import type {
+  JetStreamClient,
+  JetStreamManager,
+  StoredMsg,
+  StreamConfig,
+} from '@nats-io/jetstream';
+import {
+  type MsgHdrs,
+  type NatsConnection,
+  headers as natsHeaders,
+  nuid,
+} from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+import type { Capabilities, Feature } from '../connection/capabilities.js';
+import { requireFeature } from '../connection/capabilities.js';
+import {
+  ApiCode,
+  closedError,
+  isApiError,
+  isConflict,
+  isConnectionClosed,
+  isNoResponders,
+} from '../errors/jetstream.js';
+import { NatskitError } from '../errors/natskit-error.js';
+import { type RetryCounter, type RetryOptions, withRetry } from '../retry/retry.js';
+import { type HeaderList, headerBytes } from './headers.js';
+import { guardSubjectOf, RESERVED_PREFIX, streamOf, subjectOf } from './names.js';
+import type { KvCallOptions } from './types.js';
+
+/** What a bucket needs from its service. */
+export interface KvContext {
+  readonly nc: NatsConnection;
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+  readonly log: Logger;
+  readonly metrics: RetryCounter;
+  readonly retry: RetryOptions;
+  readonly requestTimeoutMs: number;
+  capabilities(): Capabilities;
+  /** The bucket was found deleted: drop its cached state and handles. */
+  gone(bucket: string): void;
+  /** True once the service stopped: calls then fail with `INVALID_STATE`. */
+  stopped(): boolean;
+  /** Races a request with the loss and return of the connection (see ConnectionService). */
+  resilient<R>(request: Promise<R>): Promise<R>;
+}
+
+/** A write's extra options. */
+export interface WriteOptions extends KvCallOptions {
+  /** Compare-and-set: the key must be at this revision (0: absent). */
+  readonly revision?: number | undefined;
+  /** `Nats-TTL` value (`<n>ms`). */
+  readonly ttl?: string | undefined;
+}
+
+/**
+ * The state one bucket's handles share (however they decode values): its stored config, the
+ * one-way stream flags natskit turns on, and the plumbing of every request (retries, the
+ * connection's loss and return, error classification).
+ */
+export class BucketState {
+  readonly name: string;
+  readonly stream: string;
+  readonly ctx: KvContext;
+  #config: StreamConfig;
+  /** Stream updates run one at a time: each builds on the config the previous one left. */
+  #mutating: Promise<unknown> = Promise.resolve();
+
+  constructor(ctx: KvContext, name: string, config: StreamConfig) {
+    this.ctx = ctx;
+    this.name = name;
+    this.stream = streamOf(name);
+    this.#config = config;
+  }
+
+  /** The stored stream config, as last read or updated. */
+  get config(): StreamConfig {
+    return this.#config;
+  }
+
+  /** The largest message (value plus headers) the bucket and the server accept, in bytes. */
+  get maxMessageBytes(): number {
+    const maxValue = this.#config.max_msg_size ?? -1;
+    const maxPayload = this.ctx.nc.info?.max_payload ?? Number.POSITIVE_INFINITY;
+    return maxValue > 0 ? Math.min(maxValue, maxPayload) : maxPayload;
+  }
+
+  /** Throws `VALUE_TOO_LARGE` unless a message of `bytes` (value and headers) fits. */
+  checkSize(key: string, valueBytes: number, headers: number): void {
+    const limit = this.maxMessageBytes;
+    if (valueBytes + headers <= limit) return;
+    throw new NatskitError(
+      'VALUE_TOO_LARGE',
+      `value for key ${key} is ${valueBytes} bytes${headers ? ` plus ${headers} bytes of headers` : ''}; the limit is ${limit}`,
+      {
+        details: { bucket: this.name, key, bytes: valueBytes, headerBytes: headers, limit },
+      },
+    );
+  }
+
+  gone(cause?: unknown): NatskitError {
+    this.ctx.gone(this.name);
+    return new NatskitError(
+      'KV_BUCKET_NOT_FOUND',
+      `bucket ${this.name} does not exist (it was deleted)`,
+      { cause, details: { bucket: this.name } },
+    );
+  }
+
+  /** Turns a client error into the natskit error it means; other errors come back unchanged. */
+  async classify(err: unknown): Promise<unknown> {
+    if (NatskitError.is(err)) return err;
+    if (isConnectionClosed(err)) return closedError(`bucket ${this.name}`, this.ctx.stopped(), err);
+    if (isApiError(err, ApiCode.StreamNotFound)) return this.gone(err);
+    if (isNoResponders(err)) {
+      try {
+        await this.ctx.jsm.streams.info(this.stream);
+      } catch (e) {
+        if (isApiError(e, ApiCode.StreamNotFound)) return this.gone(err);
+      }
+    }
+    if (isConflict(err)) {
+      const current = /wrong last sequence: (\d+)/.exec((err as Error).message)?.[1];
+      return new NatskitError(
+        'KV_REVISION_CONFLICT',
+        `revision conflict in bucket ${this.name}: ${(err as Error).message}`,
+        {
+          cause: err,
+          details: { bucket: this.name, ...(current ? { currentRevision: Number(current) } : {}) },
+        },
+      );
+    }
+    if (isApiError(err, ApiCode.MessageTooLarge)) {
+      return new NatskitError(
+        'VALUE_TOO_LARGE',
+        `bucket ${this.name} refused the value: ${(err as Error).message}`,
+        { cause: err, details: { bucket: this.name, limit: this.maxMessageBytes } },
+      );
+    }
+    return err;
+  }
+
+  /** Throws `INVALID_STATE` once the service stopped. */
+  assertOpen(what: string): void {
+    if (this.ctx.stopped()) throw closedError(`${what} (bucket ${this.name})`, true);
+  }
+
+  /**
+   * Runs one request: transient failures retried with backoff, a request whose connection was
+   * lost and came back retried at once, every error classified.
+   */
+  async call<R>(what: string, fn: () => Promise<R>, o: KvCallOptions = {}): Promise<R> {
+    this.assertOpen(what);
+    const retry = o.retry === false ? { retries: 0 } : { ...this.ctx.retry, ...o.retry };
+    return await withRetry(
+      `${what} (bucket ${this.name})`,
+      async () => {
+        try {
+          return await this.ctx.resilient(fn());
+        } catch (err) {
+          throw await this.classify(err);
+        }
+      },
+      retry,
+      o.signal,
+      this.ctx.metrics,
+    );
+  }
+
+  /** The last message on a subject (direct get where the bucket allows it). */
+  async last(subject: string): Promise<StoredMsg | null> {
+    const { jsm } = this.ctx;
+    return this.#config.allow_direct
+      ? await jsm.direct.getMessage(this.stream, { last_by_subj: subject })
+      : await jsm.streams.getMessage(this.stream, { last_by_subj: subject });
+  }
+
+  /** The last message of a key, with retries. */
+  readLast(key: string, options?: KvCallOptions): Promise<StoredMsg | null> {
+    return this.call(`get ${key}`, () => this.last(subjectOf(this.name, key)), options);
+  }
+
+  /**
+   * Updates the stream once `want` says the stored config lacks something, reading it fresh
+   * first (another client may have changed it), then checks the server kept the change (older
+   * servers accept unknown fields and drop them).
+   */
+  async #mutate(
+    what: string,
+    feature: Feature,
+    want: (config: StreamConfig) => Partial<StreamConfig> | undefined,
+    kept: (config: StreamConfig) => boolean,
+  ): Promise<void> {
+    const run = this.#mutating.then(async () => {
+      if (!want(this.#config)) return;
+      const fresh = (await this.call('stream info', () => this.ctx.jsm.streams.info(this.stream)))
+        .config;
+      this.#config = fresh;
+      const patch = want(fresh);
+      if (!patch) return;
+      let updated: StreamConfig;
+      try {
+        updated = (
+          await this.call('stream update', () =>
+            this.ctx.jsm.streams.update(this.stream, { ...fresh, ...patch }),
+          )
+        ).config;
+      } catch (err) {
+        if (NatskitError.is(err)) throw err;
+        throw new NatskitError(
+          'CAPABILITY_MISSING',
+          `${what}: the stream of bucket ${this.name} could not be updated (${(err as Error).message})`,
+          { cause: err, details: { feature, bucket: this.name } },
+        );
+      }
+      if (!kept(updated)) {
+        throw new NatskitError(
+          'CAPABILITY_MISSING',
+          `${what}: the stream of bucket ${this.name} refused ${Object.keys(patch).join(', ')}`,
+          { details: { feature, bucket: this.name } },
+        );
+      }
+      this.#config = updated;
+      this.ctx.log.info(
+        { bucket: this.name, fields: Object.keys(patch) },
+        'updated the stream of the bucket',
+      );
+    });
+    this.#mutating = run.catch(() => undefined);
+    await run;
+  }
+
+  /** Turns on per-key TTL (a one-way stream flag) the first time it is needed. */
+  async ensureTtl(): Promise<void> {
+    const what = `a per-key TTL on bucket ${this.name}`;
+    requireFeature(this.ctx.capabilities(), 'perKeyTtl', what);
+    await this.#mutate(
+      what,
+      'perKeyTtl',
+      (c) => (c.allow_msg_ttl ? undefined : { allow_msg_ttl: true }),
+      (c) => c.allow_msg_ttl === true,
+    );
+  }
+
+  /** Turns on atomic publish the first time it is needed. */
+  async ensureAtomic(what: string): Promise<void> {
+    requireFeature(this.ctx.capabilities(), 'atomicBatch', what);
+    await this.#mutate(
+      what,
+      'atomicBatch',
+      (c) => (c.allow_atomic ? undefined : { allow_atomic: true }),
+      (c) => c.allow_atomic === true,
+    );
+  }
+
+  /**
+   * Readies serializable transactions: atomic publish, and the guard subject in the stream
+   * (outside the key space). Guard messages natskit 0.1 left on the key `_natskit.txguard` are
+   * removed then.
+   */
+  async ensureGuards(what: string): Promise<void> {
+    await this.ensureAtomic(what);
+    requireFeature(this.ctx.capabilities(), 'subjectSequenceGuard', what);
+    const guard = guardSubjectOf(this.name);
+    const has = (c: StreamConfig) => (c.subjects ?? []).includes(guard);
+    if (has(this.#config)) return;
+    await this.#mutate(
+      what,
+      'subjectSequenceGuard',
+      (c) => (has(c) ? undefined : { subjects: [...(c.subjects ?? []), guard] }),
+      has,
+    );
+    const leftover = subjectOf(this.name, `${RESERVED_PREFIX}txguard`);
+    await this.ctx.jsm.streams.purge(this.stream, { filter: leftover }).catch((err: unknown) => {
+      this.ctx.log.warn({ err, bucket: this.name }, 'could not purge old guard messages');
+    });
+  }
+
+  /** The guard subject is missing from the stream (another client rewrote its config). */
+  forgetGuards(): void {
+    const guard = guardSubjectOf(this.name);
+    this.#config = {
+      ...this.#config,
+      subjects: (this.#config.subjects ?? []).filter((s) => s !== guard),
+    };
+  }
+
+  /**
+   * Publishes one write of `key` with its headers, sized and retried. A compare-and-set carries a
+   * message id, so a retry after a lost acknowledgement is answered with the first write's ack
+   * instead of a false conflict. A plain put goes without (no dedup bookkeeping on the hot path):
+   * its retry may store the same value twice, which leaves the same state and one more revision.
+   */
+  async write(key: string, data: Uint8Array, h: HeaderList, o: WriteOptions): Promise<number> {
+    const list: (readonly [string, string])[] = [...h];
+    if (o.ttl !== undefined) {
+      list.push(['Nats-TTL', o.ttl]);
+      // An older revision must not come back when this one expires.
+      if (!list.some(([k]) => k === 'Nats-Rollup')) list.push(['Nats-Rollup', 'sub']);
+    }
+    if (o.revision !== undefined) {
+      if (!Number.isInteger(o.revision) || o.revision < 0) {
+        throw new NatskitError(
+          'INVALID_OPTIONS',
+          `revision must be an integer >= 0, got ${o.revision}`,
+          { details: { field: 'revision' } },
+        );
+      }
+      list.push(['Nats-Msg-Id', nuid.next()]);
+      list.push(['Nats-Expected-Last-Subject-Sequence', String(o.revision)]);
+    }
+    this.checkSize(key, data.length, headerBytes(list));
+    let mh: MsgHdrs | undefined;
+    if (list.length > 0) {
+      mh = natsHeaders();
+      for (const [k, v] of list) mh.set(k, v);
+    }
+    const opts = { timeout: this.ctx.requestTimeoutMs, ...(mh ? { headers: mh } : {}) };
+    const subject = subjectOf(this.name, key);
+    try {
+      const ack = await this.call(
+        `write ${key}`,
+        () => this.ctx.js.publish(subject, data, opts),
+        o,
+      );
+      return ack.seq;
+    } catch (err) {
+      if (NatskitError.is(err, 'KV_REVISION_CONFLICT')) {
+        throw new NatskitError(
+          'KV_REVISION_CONFLICT',
+          `key ${key} in bucket ${this.name} is not at revision ${o.revision}`,
+          { cause: err.cause, details: { ...err.details, key, expectedRevision: o.revision } },
+        );
+      }
+      if (NatskitError.is(err, 'VALUE_TOO_LARGE')) {
+        throw new NatskitError('VALUE_TOO_LARGE', err.message, {
+          cause: err.cause,
+          details: { ...err.details, key, bytes: data.length },
+        });
+      }
+      throw err;
+    }
+  }
+}
