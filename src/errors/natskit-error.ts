@@ -20,6 +20,13 @@ export const ErrorCode = {
   SHUTDOWN_FAILED: 'SHUTDOWN_FAILED',
   /** Disposing a scope's services failed; `errors` holds each failure. */
   SCOPE_DISPOSE_FAILED: 'SCOPE_DISPOSE_FAILED',
+  /**
+   * A class's constructor parameter has no `@inject(TOKEN)` (natskit does not use
+   * `emitDecoratorMetadata`); the message names the service and the parameter indexes.
+   */
+  INJECTION_MISSING: 'INJECTION_MISSING',
+  /** Creating an instance through the container failed (its constructor or factory threw). */
+  RESOLUTION_FAILED: 'RESOLUTION_FAILED',
   /** `get()` asked for a token that is not registered. */
   SERVICE_NOT_FOUND: 'SERVICE_NOT_FOUND',
   /** The call is not allowed in the object's current state (e.g. a scope after disposal). */

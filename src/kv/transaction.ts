@@ -173,7 +173,12 @@ class Attempt<T> implements Tx<T> {
    * Throws the first failed write.
    */
   async settle(): Promise<void> {
-    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+    do {
+      await Promise.allSettled([...this.#pending]);
+      // A macrotask boundary: every callback the function chained on a settled operation
+      // (`tx.get(k).then((v) => tx.put(...))`, however deep) has run before this returns.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    } while (this.#pending.size > 0);
     this.#closed = true;
     if (this.#failure) throw this.#failure.error;
   }

@@ -1,7 +1,12 @@
 import { ClassElementMetadataKind, getClassMetadata } from '@inversifyjs/core';
-import { LazyServiceIdentifier } from 'inversify';
+import { LazyServiceIdentifier, type Newable } from 'inversify';
 import { NatskitError } from '../errors/natskit-error.js';
-import { type ServiceRegistration, type ServiceToken, tokenName } from './service.js';
+import {
+  type ScopedRegistration,
+  type ServiceRegistration,
+  type ServiceToken,
+  tokenName,
+} from './service.js';
 
 /** A node of the service graph: a registration and the tokens it needs started first. */
 export interface GraphNode {
@@ -15,17 +20,58 @@ function unwrap(id: unknown): unknown {
   return id instanceof LazyServiceIdentifier ? id.unwrap() : id;
 }
 
+/** Where inversify keeps a class's metadata (pinned to the inversify version natskit uses). */
+const CLASS_METADATA_KEY = '@inversifyjs/core/classMetadataReflectKey';
+
+/** Constructor parameter indexes of `cls` that have no injection decorator. */
+function undecorated(cls: Newable): number[] {
+  const read = (Reflect as { getOwnMetadata?: (key: string, target: object) => unknown })
+    .getOwnMetadata;
+  const args =
+    (read?.(CLASS_METADATA_KEY, cls) as { constructorArguments?: unknown[] } | undefined)
+      ?.constructorArguments ?? [];
+  const missing: number[] = [];
+  for (let i = 0; i < Math.max(cls.length, args.length); i++) {
+    if (args[i] === undefined) missing.push(i);
+  }
+  return missing;
+}
+
+/** The class's injection metadata; `INJECTION_MISSING` naming the parameters when incomplete. */
+function classMetadata(cls: Newable, token: unknown): ReturnType<typeof getClassMetadata> {
+  try {
+    return getClassMetadata(cls);
+  } catch (err) {
+    const missing = undecorated(cls);
+    const name = tokenName(token);
+    throw new NatskitError(
+      'INJECTION_MISSING',
+      `${name}: constructor parameter${missing.length === 1 ? '' : 's'} at index ${missing.join(', ')} of ${cls.name || 'the class'} ha${missing.length === 1 ? 's' : 've'} no @inject(TOKEN). ` +
+        'natskit does not use emitDecoratorMetadata: give every constructor parameter @inject(TOKEN) ' +
+        '(experimentalDecorators on), or @unmanaged() for one the container must not fill',
+      { cause: err, service: name, details: { parameters: missing } },
+    );
+  }
+}
+
+/**
+ * Checks that every class registration declares what its constructor needs.
+ * @throws NatskitError `INJECTION_MISSING` before anything starts.
+ */
+export function checkInjections(
+  registrations: readonly (ServiceRegistration | ScopedRegistration)[],
+): void {
+  for (const r of registrations) {
+    if ('useClass' in r && typeof r.useClass === 'function') classMetadata(r.useClass, r.token);
+  }
+}
+
 /** Tokens a class receives through `@inject` (constructor parameters and properties). */
 function injectedTokens(
   registration: ServiceRegistration,
 ): { token: unknown; optional: boolean }[] {
   if (!('useClass' in registration) || typeof registration.useClass !== 'function') return [];
-  let metadata: ReturnType<typeof getClassMetadata>;
-  try {
-    metadata = getClassMetadata(registration.useClass);
-  } catch {
-    return [];
-  }
+  const metadata = classMetadata(registration.useClass, registration.token);
   const elements = [...metadata.constructorArguments, ...metadata.properties.values()];
   return elements.flatMap((el) =>
     el.kind === ClassElementMetadataKind.unmanaged

@@ -1,5 +1,6 @@
 import { Container } from 'inversify';
 import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js';
+import { resolve } from './resolve.js';
 import { type ScopedRegistration, type ServiceToken, tokenName } from './service.js';
 
 /** A value handed to one scope only (the job being processed, say). */
@@ -85,7 +86,7 @@ export class ServiceScope implements Scope {
         service: tokenName(token),
       });
     }
-    return this.#container.get<T>(token);
+    return resolve(this.#container, token);
   }
 
   [Symbol.asyncDispose](): Promise<void> {

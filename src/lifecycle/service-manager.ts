@@ -9,12 +9,13 @@ import { ProbeServer, type ProbeSource } from '../health/probe-server.js';
 import { KV_OPTIONS, KVStoreService } from '../kv/kv-store-service.js';
 import { createRootLogger } from '../logging/logger.js';
 import { StreamService } from '../stream/stream-service.js';
-import { type GraphNode, planLevels } from './graph.js';
+import { checkInjections, type GraphNode, planLevels } from './graph.js';
 import {
   type ResolvedManagerOptions,
   resolveManagerOptions,
   type ServiceManagerOptions,
 } from './options.js';
+import { resolve } from './resolve.js';
 import { type Scope, type ScopeOptions, ServiceScope } from './scope.js';
 import {
   type HealthCheckResult,
@@ -120,19 +121,21 @@ export class ServiceManager implements AsyncDisposable {
       resolved.services,
       new Set<unknown>([LOGGER, SERVICE_MANAGER, ...provided.keys()]),
     );
+    checkInjections(resolved.scoped);
     const manager = new ServiceManager(resolved);
     manager.#bind(provided);
+    if (resolved.health) {
+      // Before the boot, so that /readyz answers 503 while starting; closed after the last stop.
+      manager.#probes = new ProbeServer(manager.#probeSource(), manager.logger);
+      manager.#probeUrl = await manager.#probes.listen(resolved.health);
+    }
+    // After the probe server listens: a start that fails there leaves no listener behind.
     if (resolved.handleSignals)
       manager.#uninstallSignals = installSignalHandlers(() => manager.stop(), manager.logger);
     const outer = resolved.signal;
     const onOuterAbort = () => manager.#bootAbort.abort(outer?.reason);
     outer?.addEventListener('abort', onOuterAbort, { once: true });
     if (outer?.aborted) onOuterAbort();
-    if (resolved.health) {
-      // Before the boot, so that /readyz answers 503 while starting; closed after the last stop.
-      manager.#probes = new ProbeServer(manager.#probeSource(), manager.logger);
-      manager.#probeUrl = await manager.#probes.listen(resolved.health);
-    }
     manager.#booting = manager.#boot(levels);
     try {
       await manager.#booting;
@@ -198,7 +201,7 @@ export class ServiceManager implements AsyncDisposable {
         service: tokenName(token),
       });
     }
-    return this.#container.get<T>(token);
+    return resolve(this.#container, token);
   }
 
   /**
@@ -427,10 +430,28 @@ export class ServiceManager implements AsyncDisposable {
     const errors: unknown[] = [];
     const budgetEnd = Date.now() + this.#options.shutdownTimeoutMs;
     for (const scope of [...this.#scopes].reverse()) {
+      // Open scopes are disposed first, within the same budget as the services.
+      const left = Math.max(0, budgetEnd - Date.now());
+      const timer = deadline(left);
       try {
-        await scope[Symbol.asyncDispose]();
+        const outcome = await Promise.race([
+          scope[Symbol.asyncDispose]().then(() => 'disposed' as const),
+          timer.promise,
+        ]);
+        if (outcome === 'timeout') {
+          errors.push(
+            new NatskitError(
+              'SERVICE_STOP_TIMEOUT',
+              `an open scope was not disposed within the shutdown budget (${left} ms left of ${this.#options.shutdownTimeoutMs})`,
+              { details: { timeoutMs: left, byBudget: true } },
+            ),
+          );
+          this.#scopes.delete(scope);
+        }
       } catch (err) {
         errors.push(err);
+      } finally {
+        timer.clear();
       }
     }
     for (let s = this.#started.pop(); s !== undefined; s = this.#started.pop()) {

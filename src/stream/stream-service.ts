@@ -1,5 +1,4 @@
 import {
-  JetStreamApiError,
   type JetStreamClient,
   type JetStreamManager,
   type JetStreamPublishOptions,
@@ -13,7 +12,8 @@ import { type MsgHdrs, headers as natsHeaders, nuid } from '@nats-io/transport-n
 import { inject } from 'inversify';
 import type { Logger } from 'pino';
 import { ConnectionService } from '../connection/connection-service.js';
-import { NatskitError } from '../errors/natskit-error.js';
+import { ApiCode, closedError, isApiError, isConnectionClosed } from '../errors/jetstream.js';
+import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js';
 import type { HealthCheckResult, Service } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
 import { type RetryCounter, type RetryOptions, withRetry } from '../retry/retry.js';
@@ -72,7 +72,11 @@ export interface StreamHealth {
   readonly lastError: string | undefined;
 }
 
-const EXPECTATION_CODES = new Set([10070, 10071, 10164]);
+const EXPECTATION_CODES = [
+  ApiCode.WrongLastMsgId,
+  ApiCode.WrongLastSequence,
+  ApiCode.WrongLastSequenceUnknown,
+];
 
 /**
  * JetStream streams as a service: ensure streams exist with the config asked for, publish with
@@ -85,6 +89,7 @@ export class StreamService implements Service {
   #js: JetStreamClient | undefined;
   #jsm: JetStreamManager | undefined;
   #lastError: string | undefined;
+  #stopped = false;
   /** Retries of transient errors, for metrics. */
   readonly metrics: RetryCounter & { published: number } = { retries: 0, published: 0 };
 
@@ -103,18 +108,42 @@ export class StreamService implements Service {
     this.#jsm = await jetstreamManager(nc, { checkAPI: false, timeout });
   }
 
-  /** The JetStream client. @throws NatskitError `CAPABILITY_MISSING` without JetStream. */
+  /**
+   * The JetStream client.
+   * @throws NatskitError `CAPABILITY_MISSING` without JetStream, `INVALID_STATE` before start or
+   * after stop.
+   */
   get js(): JetStreamClient {
+    this.#assertOpen('js');
     this.#connection.requireFeature('jetstream', 'StreamService');
     if (!this.#js) throw new NatskitError('INVALID_STATE', 'StreamService is not started');
     return this.#js;
   }
 
-  /** The JetStream manager. @throws NatskitError `CAPABILITY_MISSING` without JetStream. */
+  /**
+   * The JetStream manager.
+   * @throws NatskitError `CAPABILITY_MISSING` without JetStream, `INVALID_STATE` before start or
+   * after stop.
+   */
   get jsm(): JetStreamManager {
+    this.#assertOpen('jsm');
     this.#connection.requireFeature('jetstream', 'StreamService');
     if (!this.#jsm) throw new NatskitError('INVALID_STATE', 'StreamService is not started');
     return this.#jsm;
+  }
+
+  #assertOpen(what: string): void {
+    if (this.#stopped || this.#connection.stopped) {
+      throw closedError(`StreamService.${what}`, true);
+    }
+  }
+
+  /** A client error as a natskit error where one applies (a closed connection). */
+  #classify(err: unknown, what: string): unknown {
+    if (isConnectionClosed(err)) {
+      return closedError(what, this.#stopped || this.#connection.stopped, err);
+    }
+    return err;
   }
 
   #record(err: unknown): void {
@@ -182,22 +211,23 @@ export class StreamService implements Service {
       return { action, info, applied: action === 'updated' ? diff : [] };
     } catch (err) {
       this.#record(err);
-      throw err;
+      throw this.#classify(err, `ensureStream ${config.name}`);
     }
   }
 
   async #info(name: string): Promise<StreamInfo | undefined> {
+    const jsm = this.jsm;
     try {
       return await withRetry(
         `stream info ${name}`,
-        () => this.jsm.streams.info(name),
+        () => this.#connection.resilient(jsm.streams.info(name)),
         {},
         undefined,
         this.metrics,
       );
     } catch (err) {
-      if (err instanceof JetStreamApiError && err.code === 10059) return undefined;
-      throw err;
+      if (isApiError(err, ApiCode.StreamNotFound)) return undefined;
+      throw this.#classify(err, `stream info ${name}`);
     }
   }
 
@@ -229,7 +259,7 @@ export class StreamService implements Service {
     try {
       const ack = await withRetry(
         `publish to ${subject}`,
-        () => js.publish(subject, payload, opts),
+        () => this.#connection.resilient(js.publish(subject, payload, opts)),
         retry,
         options.signal,
         this.metrics,
@@ -239,11 +269,13 @@ export class StreamService implements Service {
     } catch (err) {
       this.#record(err);
       if (NatskitError.is(err)) throw err;
-      if (err instanceof JetStreamApiError && EXPECTATION_CODES.has(err.code)) {
-        throw new NatskitError('EXPECTATION_FAILED', `publish to ${subject}: ${err.message}`, {
-          cause: err,
-          details: { subject, apiCode: err.code },
-        });
+      if (isConnectionClosed(err)) throw this.#classify(err, `publish to ${subject}`);
+      if (isApiError(err, ...EXPECTATION_CODES)) {
+        throw new NatskitError(
+          'EXPECTATION_FAILED',
+          `publish to ${subject}: ${(err as Error).message}`,
+          { cause: err, details: { subject, apiCode: (err as { code?: number }).code } },
+        );
       }
       throw new NatskitError(
         'PUBLISH_FAILED',
@@ -261,9 +293,14 @@ export class StreamService implements Service {
    * with `worker.start()`; it is stopped with this service at the latest.
    */
   async createWorker<T = unknown>(options: WorkerOptions<T>): Promise<Worker<T>> {
-    const worker = await createWorker(this.jsm, this.js, options, this.#log, () => {
-      this.#workers.delete(worker as Worker<unknown>);
-    });
+    let worker: Worker<T>;
+    try {
+      worker = await createWorker(this.jsm, this.js, options, this.#log, () => {
+        this.#workers.delete(worker as Worker<unknown>);
+      });
+    } catch (err) {
+      throw this.#classify(err, `createWorker ${options?.stream}/${options?.consumer}`);
+    }
     this.#workers.add(worker as Worker<unknown>);
     return worker;
   }
@@ -299,8 +336,12 @@ export class StreamService implements Service {
     };
   }
 
-  /** Stops the workers still running, newest first. */
+  /**
+   * Stops the workers still running, newest first; every one is stopped even when one fails.
+   * @throws NatskitAggregateError `SERVICE_STOP_FAILED` with one error per worker that failed.
+   */
   async stop(): Promise<void> {
+    this.#stopped = true;
     const errors: unknown[] = [];
     for (const worker of [...this.#workers].reverse()) {
       try {
@@ -309,8 +350,16 @@ export class StreamService implements Service {
         errors.push(err);
       }
     }
-    if (errors.length > 0)
-      throw new AggregateError(errors, `${errors.length} worker(s) failed to stop`);
+    if (errors.length > 0) {
+      throw new NatskitAggregateError(
+        'SERVICE_STOP_FAILED',
+        `${errors.length} worker(s) failed to stop: ${errors
+          .map((e) => (e instanceof Error ? e.message : String(e)))
+          .join('; ')}`,
+        errors,
+        { service: 'StreamService' },
+      );
+    }
   }
 
   /**

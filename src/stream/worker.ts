@@ -4,7 +4,6 @@ import {
   type ConsumerConfig,
   type ConsumerInfo,
   DeliverPolicy,
-  JetStreamApiError,
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
@@ -12,6 +11,7 @@ import {
 import { type MsgHdrs, nanos } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { checkMs } from '../config/validate.js';
+import { ApiCode, isApiError } from '../errors/jetstream.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { sameValue } from './stream-config.js';
 
@@ -65,6 +65,11 @@ export interface WorkerStats {
   inFlight: number;
   /** Fetches that failed in a row (0 after a good one). */
   fetchErrors: number;
+  /**
+   * Jobs the handler finished whose acknowledgement the server did not confirm (`ackAck`
+   * failed): they may be delivered again, so handlers must be idempotent.
+   */
+  ackFailures: number;
 }
 
 /** The fetch loop's heartbeat, for liveness probes. */
@@ -109,13 +114,13 @@ async function ensureConsumer(
   try {
     existing = await jsm.consumers.info(stream, want.durable_name ?? '');
   } catch (err) {
-    if (err instanceof JetStreamApiError && err.code === 10059) {
+    if (isApiError(err, ApiCode.StreamNotFound)) {
       throw new NatskitError('STREAM_NOT_FOUND', `stream ${stream} does not exist`, {
         cause: err,
         details: { stream },
       });
     }
-    if (!(err instanceof JetStreamApiError && err.code === 10014)) throw err;
+    if (!isApiError(err, ApiCode.ConsumerNotFound)) throw err;
   }
   if (!existing) return await jsm.consumers.add(stream, want);
   const cfg = existing.config as unknown as Record<string, unknown>;
@@ -203,6 +208,7 @@ class JobWorker<T> implements Worker<T> {
     nakedOnStop: 0,
     inFlight: 0,
     fetchErrors: 0,
+    ackFailures: 0,
   };
   readonly #o: WorkerOptions<T>;
   readonly #consumer: PullConsumer;
@@ -295,9 +301,13 @@ class JobWorker<T> implements Worker<T> {
             msg.nak(); // arrived while stopping: give it straight back
           else this.#dispatch(msg);
         }
+        this.stats.fetchErrors = 0;
+        this.#lastFetchError = undefined;
       } catch (err) {
         if (stop.aborted) break;
-        this.#log.warn({ err }, 'fetch failed; retrying');
+        this.stats.fetchErrors++;
+        this.#lastFetchError = err instanceof Error ? err.message : String(err);
+        this.#log.warn({ err, failedInARow: this.stats.fetchErrors }, 'fetch failed; retrying');
         await sleep(500, undefined, { signal: stop }).catch(() => undefined);
       }
     }
@@ -341,8 +351,13 @@ class JobWorker<T> implements Worker<T> {
       await this.#o.handler(job, run.ac.signal);
       if (run.settled) return; // naked at the drain deadline: never ack after that
       run.settled = true;
-      await msg.ackAck();
       this.stats.processed++;
+      await msg.ackAck().catch((err: unknown) => {
+        // The job ran; the server did not confirm the ack (its consumer gone, a lost reply):
+        // it may be delivered again.
+        this.stats.ackFailures++;
+        this.#log.warn({ err, seq: job.seq }, 'ack not confirmed; the job may be delivered again');
+      });
     } catch (err) {
       if (run.settled) return;
       run.settled = true;
