@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RetentionPolicy } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ServiceManager, StreamService } from '../../src/index.js';
+import { NatskitError, ServiceManager, StreamService } from '../../src/index.js';
 import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
 
 const quiet = { logger: { level: 'silent' as const } };
@@ -205,5 +205,70 @@ describe('workers', () => {
     expect(p.msSinceTick).toBeLessThan(2_500);
     expect(worker.stats.fetchErrors).toBe(0);
     expect(streams.health().status).toBe('pass');
+  });
+
+  it('counts and logs an ack the server did not confirm, instead of swallowing it', async () => {
+    await enqueue('ACKLOST', 1);
+    let handled = 0;
+    await using worker = await streams.createWorker({
+      stream: 'ACKLOST',
+      consumer: 'acklost',
+      fetchExpiresMs: 1_000,
+      handler: async () => {
+        handled++;
+        // The consumer goes away while the job runs: its ack has nobody to confirm it.
+        await streams.jsm.consumers.delete('ACKLOST', 'acklost');
+      },
+    });
+    worker.start();
+    const deadline = Date.now() + 10_000;
+    while (worker.stats.ackFailures === 0 && Date.now() < deadline) await sleep(50);
+    expect(handled).toBe(1);
+    expect(worker.stats).toMatchObject({ processed: 1, ackFailures: 1, failed: 0 });
+  });
+
+  it('records failed fetches: the count, the last error, and a warning in health', async () => {
+    await streams.ensureStream({ name: 'FETCHFAIL', subjects: ['fetchfail.>'] });
+    await using worker = await streams.createWorker({
+      stream: 'FETCHFAIL',
+      consumer: 'fetchfail',
+      fetchExpiresMs: 1_000,
+      handler: () => undefined,
+    });
+    worker.start();
+    await sleep(200);
+    await streams.jsm.consumers.delete('FETCHFAIL', 'fetchfail');
+    const deadline = Date.now() + 15_000;
+    while (worker.stats.fetchErrors < 3 && Date.now() < deadline) await sleep(50);
+    expect(worker.stats.fetchErrors).toBeGreaterThanOrEqual(3);
+    expect(worker.progress().lastFetchError).toBeTruthy();
+    const health = streams.health();
+    expect(health.status).toBe('warn');
+    expect(health.output).toContain('FETCHFAIL/fetchfail');
+  });
+
+  it('a worker that fails to stop makes StreamService.stop fail with a NatskitAggregateError, after stopping the others', async () => {
+    await using own = await startNatsServer();
+    const other = await ServiceManager.start({ ...quiet, nats: { servers: own.url } });
+    const s = other.get(StreamService);
+    await s.ensureStream({ name: 'AGG', subjects: ['agg.>'] });
+    const good = await s.createWorker({
+      stream: 'AGG',
+      consumer: 'good',
+      handler: () => undefined,
+    });
+    const bad = await s.createWorker({ stream: 'AGG', consumer: 'bad', handler: () => undefined });
+    (bad as { stop: () => Promise<unknown> }).stop = async () => {
+      throw new Error('bad worker cannot stop');
+    };
+    const err = await other.stop().catch((e: unknown) => e);
+    expect(NatskitError.is(err, 'SHUTDOWN_FAILED')).toBe(true);
+    const cause = (err as AggregateError).errors[0] as NatskitError;
+    expect(cause.code).toBe('SERVICE_STOP_FAILED');
+    const inner = cause.cause as AggregateError;
+    expect(NatskitError.is(inner, 'SERVICE_STOP_FAILED')).toBe(true);
+    expect(inner).toBeInstanceOf(AggregateError);
+    expect(inner.errors.map((e: Error) => e.message)).toEqual(['bad worker cannot stop']);
+    expect(good.running).toBe(false); // stopped although the other failed
   });
 });

@@ -30,6 +30,8 @@ describe('NatskitError', () => {
         'DEPENDENCY_MISSING',
         'INVALID_OPTIONS',
         'INVALID_STATE',
+        'INJECTION_MISSING',
+        'RESOLUTION_FAILED',
         'SCOPE_DISPOSE_FAILED',
         'SERVICE_NOT_FOUND',
         'SERVICE_START_FAILED',
