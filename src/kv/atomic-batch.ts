@@ -45,14 +45,17 @@ export interface BatchOptions {
   readonly beforeCommit?: () => Promise<void>;
 }
 
-/** The headers a batch adds to message `i` of `count` (the batch id is a 22-character nuid). */
-function batchHeaders(batchId: string, i: number, count: number): [string, string][] {
-  const h: [string, string][] = [
-    ['Nats-Batch-Id', batchId],
-    ['Nats-Batch-Sequence', String(i + 1)],
-  ];
-  if (i === count - 1) h.push(['Nats-Batch-Commit', '1']);
-  return h;
+/** Bytes of `name: value\r\n` for ASCII names and values. */
+const line = (name: string, value: string) => name.length + value.length + 4;
+const ID_LINE = line('Nats-Batch-Id', 'x'.repeat(22)); // a batch id is a 22-character nuid
+const COMMIT_LINE = line('Nats-Batch-Commit', '1');
+
+/** The bytes message `i` of `count` takes against the stream's limit: data, its headers, the batch's. */
+function messageBytes(m: BatchMessage, i: number, count: number): number {
+  let n = m.data.length + 12 + ID_LINE + line('Nats-Batch-Sequence', String(i + 1));
+  if (i === count - 1) n += COMMIT_LINE;
+  if (m.headers) for (const k in m.headers) n += headerBytes([[k, m.headers[k] as string]]) - 12;
+  return n;
 }
 
 /**
@@ -60,15 +63,7 @@ function batchHeaders(batchId: string, i: number, count: number): [string, strin
  * commit of a full batch): a message that fits this way fits anywhere in any batch.
  */
 export function worstCaseBytes(m: BatchMessage): number {
-  return messageBytes(m, 'x'.repeat(22), MAX_BATCH_MESSAGES - 1, MAX_BATCH_MESSAGES);
-}
-
-/** The bytes message `i` of a batch takes against the stream's limit. */
-function messageBytes(m: BatchMessage, batchId: string, i: number, count: number): number {
-  return (
-    m.data.length +
-    headerBytes([...Object.entries(m.headers ?? {}), ...batchHeaders(batchId, i, count)])
-  );
+  return messageBytes(m, MAX_BATCH_MESSAGES - 1, MAX_BATCH_MESSAGES);
 }
 
 interface CommitReply {
@@ -113,7 +108,7 @@ export async function publishAtomicBatch(
   // the client throws on one over max_payload after the first messages went out: check them all.
   const max = options.maxMessageBytes ?? nc.info?.max_payload ?? Number.POSITIVE_INFINITY;
   messages.forEach((m, i) => {
-    const bytes = messageBytes(m, batchId, i, messages.length);
+    const bytes = messageBytes(m, i, messages.length);
     if (bytes > max) {
       throw new NatskitError(
         'VALUE_TOO_LARGE',
@@ -124,8 +119,10 @@ export async function publishAtomicBatch(
   });
   const header = (m: BatchMessage, i: number) => {
     const h = natsHeaders();
-    for (const [k, v] of Object.entries(m.headers ?? {})) h.set(k, v);
-    for (const [k, v] of batchHeaders(batchId, i, messages.length)) h.set(k, v);
+    if (m.headers) for (const k in m.headers) h.set(k, m.headers[k] as string);
+    h.set('Nats-Batch-Id', batchId);
+    h.set('Nats-Batch-Sequence', String(i + 1));
+    if (i === last) h.set('Nats-Batch-Commit', '1');
     return h;
   };
   for (let i = 0; i < last; i++) {

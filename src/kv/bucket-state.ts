@@ -292,6 +292,14 @@ export class BucketState {
    * its retry may store the same value twice, which leaves the same state and one more revision.
    */
   async write(key: string, data: Uint8Array, h: HeaderList, o: WriteOptions): Promise<number> {
+    if (h.length === 0 && o.ttl === undefined && o.revision === undefined) {
+      // The hot path: a plain put carries no header at all.
+      this.checkSize(key, data.length, 0);
+      const subject = subjectOf(this.name, key);
+      const opts = { timeout: this.ctx.requestTimeoutMs };
+      return (await this.call(`write ${key}`, () => this.ctx.js.publish(subject, data, opts), o))
+        .seq;
+    }
     const list: (readonly [string, string])[] = [...h];
     if (o.ttl !== undefined) {
       list.push(['Nats-TTL', o.ttl]);

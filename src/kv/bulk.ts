@@ -141,8 +141,9 @@ export async function bulkPut<T>(
     ...(v.ttl ? { headers: { 'Nats-TTL': v.ttl, 'Nats-Rollup': 'sub' } } : {}),
   });
   const limit = state.maxMessageBytes;
-  const batchable = valid.filter((v) => worstCaseBytes(message(v)) <= limit);
-  const alone = valid.filter((v) => worstCaseBytes(message(v)) > limit);
+  const batchable: Valid[] = [];
+  const alone: Valid[] = [];
+  for (const v of valid) (worstCaseBytes(message(v)) <= limit ? batchable : alone).push(v);
   for (let s = 0; s < batchable.length; s += MAX_BATCH_MESSAGES) {
     const chunk = batchable.slice(s, s + MAX_BATCH_MESSAGES);
     try {
