@@ -3,11 +3,28 @@
  * @packageDocumentation
  */
 
-export { inject, injectable } from 'inversify';
+// What users would otherwise import from transitive packages.
+export type {
+  ConsumerConfig,
+  JetStreamClient,
+  JetStreamManager,
+  JsMsg,
+  StreamConfig,
+} from '@nats-io/jetstream';
+export {
+  AckPolicy,
+  DeliverPolicy,
+  DiscardPolicy,
+  RetentionPolicy,
+  StorageType,
+} from '@nats-io/jetstream';
+export type { MsgHdrs, NatsConnection } from '@nats-io/transport-node';
+export { inject, unmanaged } from 'inversify';
+export type { Logger } from 'pino';
+
 export type { EnvConfig, NatsEnvConfig } from './config/from-env.js';
 export { fromEnv } from './config/from-env.js';
 export type { Capabilities, Feature } from './connection/capabilities.js';
-export { FEATURES } from './connection/capabilities.js';
 export type {
   CloseResult,
   ConnectionState,
@@ -15,16 +32,15 @@ export type {
 } from './connection/connection-service.js';
 export { ConnectionService } from './connection/connection-service.js';
 export type { ConnectionOptions, ConnectionTlsOptions } from './connection/options.js';
-export { CONNECTION_DEFAULTS, CONNECTION_OPTIONS } from './connection/options.js';
 export type { NatskitErrorOptions } from './errors/natskit-error.js';
 export { ErrorCode, NatskitAggregateError, NatskitError } from './errors/natskit-error.js';
 export type {
   HealthCheckEntry,
   HealthCheckFn,
   HealthCheckOptions,
+  HealthRegistry,
   HealthReport,
 } from './health/health-registry.js';
-export { HealthRegistry } from './health/health-registry.js';
 export type { ProbeServerOptions } from './health/probe-server.js';
 export type {
   BucketConfig,
@@ -35,21 +51,29 @@ export type {
 export type { Codec, StandardSchemaResult, StandardSchemaV1 } from './kv/codec.js';
 export { bytesCodec, jsonCodec, stringCodec } from './kv/codec.js';
 export type { BucketOptions, KVStoreOptions } from './kv/kv-store-service.js';
-export { KV_OPTIONS, KVStoreService } from './kv/kv-store-service.js';
-export type { Tx, TxEntry, TxIsolation, TxOptions, TxResult } from './kv/transaction.js';
+export { KVStoreService } from './kv/kv-store-service.js';
+export { maxKeyBytes } from './kv/names.js';
 export type {
   BulkPutEntry,
   BulkResult,
   KvBucket,
   KvBucketHealth,
   KvCallOptions,
+  KvChange,
   KvDeleteOptions,
   KvEntry,
   KvPutOptions,
+  KvWatcher,
+  KvWatchOptions,
+  Tx,
+  TxEntry,
+  TxIsolation,
+  TxOptions,
+  TxResult,
 } from './kv/types.js';
-export type { KvChange, KvWatcher, KvWatchOptions } from './kv/watch.js';
-export type { ServiceManagerOptions } from './lifecycle/options.js';
-export { MANAGER_DEFAULTS } from './lifecycle/options.js';
+export type { ManagerState } from './lifecycle/host.js';
+export type { ModuleValue, ServiceModule } from './lifecycle/module.js';
+export type { HostOptions } from './lifecycle/options.js';
 export type { Scope, ScopeOptions, ScopeValue } from './lifecycle/scope.js';
 export type {
   HealthCheckResult,
@@ -62,16 +86,14 @@ export type {
   Token,
 } from './lifecycle/service.js';
 export { createToken } from './lifecycle/service.js';
-export type { ManagerState } from './lifecycle/service-manager.js';
-export { ServiceManager } from './lifecycle/service-manager.js';
-export { LOGGER, SERVICE_MANAGER } from './lifecycle/tokens.js';
+export { LOGGER } from './lifecycle/tokens.js';
 export type { LoggerOption, LoggerOptions } from './logging/logger.js';
-export { REDACT_PATHS } from './logging/logger.js';
+export type { ServiceManagerOptions } from './manager/options.js';
+export { SERVICE_MANAGER, ServiceManager } from './manager/service-manager.js';
+export { natsModule } from './nats/nats-module.js';
 export type { RetryOptions } from './retry/retry.js';
-export { isTransient, RETRY_DEFAULTS } from './retry/retry.js';
-export type { ConfigDifference } from './stream/stream-config.js';
+export type { ConfigDifference, EnsureStreamResult } from './stream/stream-config.js';
 export type {
-  EnsureStreamResult,
   PublishExpectations,
   PublishOptions,
   StreamHealth,

@@ -13,3 +13,19 @@ export function checkMs(field: string, value: unknown): void {
     );
   }
 }
+
+/**
+ * Returns `value`, or `fallback` when absent, after checking it is a positive integer.
+ * @throws NatskitError `INVALID_OPTIONS` naming the field.
+ */
+export function positiveInt(field: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
+    throw new NatskitError(
+      'INVALID_OPTIONS',
+      `${field} must be a positive integer, got ${String(value)}`,
+      { details: { field } },
+    );
+  }
+  return value;
+}

@@ -1,5 +1,6 @@
 import { JetStreamApiError } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { ApiCode } from '../errors/jetstream.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { withRetry } from '../retry/retry.js';
 
@@ -41,7 +42,7 @@ export interface Capabilities {
 }
 
 /** `$JS.API.INFO` answered with this code: JetStream is not enabled for the account. */
-const JS_NOT_ENABLED_FOR_ACCOUNT = 10039;
+const JS_NOT_ENABLED_FOR_ACCOUNT = ApiCode.JetStreamNotEnabledForAccount;
 
 /**
  * Reads the server's version and JetStream API level and derives the feature flags. Only a
@@ -59,7 +60,6 @@ export async function detectCapabilities(
   let apiLevel = 0;
   if (jetstream) {
     const body = await withRetry(
-      'reading the JetStream API level',
       async () => {
         const reply = await nc.request('$JS.API.INFO', undefined, { timeout: timeoutMs });
         const parsed = reply.json<{
@@ -76,8 +76,7 @@ export async function detectCapabilities(
         }
         return parsed;
       },
-      { retries: 8, maxDelayMs: 1_000 },
-      signal,
+      { what: 'reading the JetStream API level', retry: { retries: 8, maxDelayMs: 1_000 }, signal },
     );
     jetstream = body.error === undefined;
     apiLevel = jetstream ? (body.api?.level ?? 0) : 0;

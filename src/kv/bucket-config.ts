@@ -8,7 +8,7 @@ import {
 import { millis, nanos } from '@nats-io/transport-node';
 import { checkMs } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
-import { streamOf } from './names.js';
+import { streamOf, subjectOf } from './names.js';
 
 /** The config of a bucket natskit provisions. */
 export interface BucketConfig {
@@ -127,7 +127,7 @@ export function toStreamConfig(bucket: string, c: BucketConfig, atomic: boolean)
   const ttlMs = c.ttlMs ?? 0;
   const config: Partial<StreamConfig> = {
     name: streamOf(bucket),
-    subjects: [`$KV.${bucket}.>`],
+    subjects: [subjectOf(bucket, '>')],
     retention: RetentionPolicy.Limits,
     max_msgs_per_subject: c.history ?? 1,
     max_age: nanos(ttlMs),

@@ -45,6 +45,15 @@ export interface KvContext {
   resilient<R>(request: Promise<R>): Promise<R>;
 }
 
+/** A bucket seen through a codec: what bulk calls and transactions work on. */
+export interface TypedBucket<T> {
+  readonly state: BucketState;
+  /** Validates the key and the value and encodes it; nothing is sent. */
+  encode(key: string, value: T): Promise<Uint8Array>;
+  /** Decodes (and validates) a stored value. */
+  decode(key: string, m: { data: Uint8Array; seq: number }): T | Promise<T>;
+}
+
 /** A write's extra options. */
 export interface WriteOptions extends KvCallOptions {
   /** Compare-and-set: the key must be at this revision (0: absent). */
@@ -153,7 +162,6 @@ export class BucketState {
     this.assertOpen(what);
     const retry = o.retry === false ? { retries: 0 } : { ...this.ctx.retry, ...o.retry };
     return await withRetry(
-      `${what} (bucket ${this.name})`,
       async () => {
         try {
           return await this.ctx.resilient(fn());
@@ -161,9 +169,7 @@ export class BucketState {
           throw await this.classify(err);
         }
       },
-      retry,
-      o.signal,
-      this.ctx.metrics,
+      { what: `${what} (bucket ${this.name})`, retry, signal: o.signal, counter: this.ctx.metrics },
     );
   }
 

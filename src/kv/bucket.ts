@@ -1,16 +1,13 @@
-import { performance } from 'node:perf_hooks';
 import type { JsMsg, StoredMsg } from '@nats-io/jetstream';
 import type { MsgHdrs } from '@nats-io/transport-node';
 import { NatskitError } from '../errors/natskit-error.js';
-import { publishAtomicBatch } from './atomic-batch.js';
-import { fromStreamConfig } from './bucket-config.js';
+import { bucketHealth } from './bucket-health.js';
 import type { BucketState } from './bucket-state.js';
 import { bulkDelete, bulkGet, bulkPut, ttlOf } from './bulk.js';
 import type { Codec, StandardSchemaV1 } from './codec.js';
 import { validate } from './codec.js';
 import { checkUserHeaders, type HeaderList, isAbsent, OPERATION, userHeaders } from './headers.js';
 import {
-  guardSubjectOf,
   isReserved,
   keyOf,
   subjectOf,
@@ -19,24 +16,25 @@ import {
   validateStoredKey,
 } from './names.js';
 import { scan } from './scan.js';
-import {
-  runTransaction,
-  type Tx,
-  type TxBackend,
-  type TxOptions,
-  type TxResult,
-} from './transaction.js';
+import { runTransaction } from './transaction.js';
+import { type TxBackend, txBackend } from './tx-backend.js';
 import type {
   BulkPutEntry,
   BulkResult,
   KvBucket,
   KvBucketHealth,
   KvCallOptions,
+  KvChange,
   KvDeleteOptions,
   KvEntry,
   KvPutOptions,
+  KvWatcher,
+  KvWatchOptions,
+  Tx,
+  TxOptions,
+  TxResult,
 } from './types.js';
-import { type KvChange, type KvWatcher, type KvWatchOptions, startWatch } from './watch.js';
+import { startWatch } from './watch.js';
 
 /** The handle's codec and schema. */
 export interface HandleCodec<T> {
@@ -369,76 +367,10 @@ export class KvBucketImpl<T> implements KvBucket<T> {
   }
 
   #backend(): TxBackend<T> {
-    const s = this.state;
-    return {
-      bucket: this.name,
-      guardSubject: guardSubjectOf(this.name),
-      validateReadKey: (key) => validateStoredKey(key, this.name),
-      validateWriteKey: (key) => validateKey(key, this.name),
-      readLast: (key) => s.readLast(key),
-      readNext: (key, seq) =>
-        s.call(`get ${key}`, () =>
-          s.ctx.jsm.direct.getMessage(s.stream, { next_by_subj: subjectOf(this.name, key), seq }),
-        ),
-      encode: (key, value) => this.encode(key, value),
-      decode: (key, m) => this.decode(key, m),
-      ensureAtomic: (what) => s.ensureAtomic(what),
-      ensureGuards: (what) => s.ensureGuards(what),
-      forgetGuards: () => s.forgetGuards(),
-      writeOne: (key, data, revision) =>
-        data === null
-          ? s.write(key, new Uint8Array(0), [[OPERATION, 'DEL']], { revision })
-          : s.write(key, data, [], { revision }),
-      publishBatch: (messages) =>
-        publishAtomicBatch(s.ctx.nc, messages, {
-          timeoutMs: s.ctx.requestTimeoutMs,
-          maxMessageBytes: s.maxMessageBytes,
-          resilient: s.ctx.resilient,
-        }),
-    };
+    return txBackend(this);
   }
 
-  async healthCheck(): Promise<KvBucketHealth> {
-    const s = this.state;
-    const guard = guardSubjectOf(this.name);
-    // The guard subject's messages are in the stream, but they are no key's values.
-    const info = await s.call('health check', () =>
-      s.ctx.jsm.streams.info(s.stream, { subjects_filter: guard }),
-    );
-    const guards = info.state.subjects?.[guard] ?? 0;
-    const t0 = performance.now();
-    await s.call('health read', () => s.last(subjectOf(this.name, '_natskit_health_probe')));
-    const readLatencyMs = Math.round((performance.now() - t0) * 100) / 100;
-    const b = fromStreamConfig(info.config);
-    const replicas = info.cluster?.replicas ?? [];
-    const replicasCurrent = replicas.every((r) => r.current && !r.offline);
-    const leader = info.cluster?.leader;
-    const reasons = [
-      ...(info.cluster && !leader ? ['no stream leader'] : []),
-      ...(replicasCurrent
-        ? []
-        : [
-            `replicas behind or offline: ${replicas
-              .filter((r) => !r.current || r.offline)
-              .map((r) => r.name)
-              .join(', ')}`,
-          ]),
-    ];
-    return {
-      bucket: this.name,
-      healthy: reasons.length === 0,
-      ...(reasons.length > 0 ? { reason: reasons.join('; ') } : {}),
-      values: info.state.messages - guards,
-      keys: (info.state.num_subjects ?? 0) - (guards > 0 ? 1 : 0),
-      bytes: info.state.bytes,
-      history: b.history,
-      ttlMs: b.ttlMs,
-      maxValueSize: b.maxValueSize,
-      replicas: b.replicas,
-      leader,
-      replicasCurrent,
-      directGet: b.directGet,
-      readLatencyMs,
-    };
+  healthCheck(): Promise<KvBucketHealth> {
+    return bucketHealth(this.state);
   }
 }

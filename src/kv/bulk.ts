@@ -1,7 +1,7 @@
 import type { StoredMsg } from '@nats-io/jetstream';
 import { NatskitError } from '../errors/natskit-error.js';
 import { MAX_BATCH_MESSAGES, publishAtomicBatch, worstCaseBytes } from './atomic-batch.js';
-import type { BucketState } from './bucket-state.js';
+import type { BucketState, TypedBucket } from './bucket-state.js';
 import { isAbsent, OPERATION } from './headers.js';
 import { keyOf, subjectOf, validateStoredKey } from './names.js';
 import type { BulkPutEntry, BulkResult, KvCallOptions } from './types.js';
@@ -10,13 +10,6 @@ import type { BulkPutEntry, BulkResult, KvCallOptions } from './types.js';
 const WINDOW = 256;
 /** The most subjects one `multi_last` direct get answers (the server says 413 beyond). */
 const MULTI_LAST_MAX = 1_024;
-
-/** What a bulk call needs from a bucket handle. */
-export interface BulkTarget<T> {
-  readonly state: BucketState;
-  encode(key: string, value: T): Promise<Uint8Array>;
-  decode(key: string, m: StoredMsg): T | Promise<T>;
-}
 
 /** Runs `fn` over `items` with at most `limit` in flight; results in input order. */
 export async function pool<I, R>(
@@ -63,7 +56,7 @@ export function asNatskit(err: unknown): NatskitError {
  * one `multi_last` direct get per 1024 keys (server >= 2.11), else pipelined gets.
  */
 export async function bulkGet<T>(
-  b: BulkTarget<T>,
+  b: TypedBucket<T>,
   keys: readonly string[],
   options?: KvCallOptions,
 ): Promise<(T | null)[]> {
@@ -105,7 +98,7 @@ export async function bulkGet<T>(
  * fails, and a value too large to travel in a batch, are written one by one.
  */
 export async function bulkPut<T>(
-  b: BulkTarget<T>,
+  b: TypedBucket<T>,
   entries: readonly BulkPutEntry<T>[],
   options: KvCallOptions = {},
 ): Promise<BulkResult[]> {

@@ -1,4 +1,3 @@
-import type { StreamConfig } from '@nats-io/jetstream';
 import { inject } from 'inversify';
 import type { Logger } from 'pino';
 import { ConnectionService } from '../connection/connection-service.js';
@@ -7,32 +6,30 @@ import { NatskitError } from '../errors/natskit-error.js';
 import type { HealthCheckResult, Service, Token } from '../lifecycle/service.js';
 import { createToken } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
-import { type RetryCounter, type RetryOptions, withRetry } from '../retry/retry.js';
+import type { RetryCounter, RetryOptions } from '../retry/retry.js';
 import { StreamService } from '../stream/stream-service.js';
 import { KvBucketImpl } from './bucket.js';
-import {
-  type BucketConfig,
-  type BucketDifference,
-  checkBucketConfig,
-  type DriftPolicy,
-  diffBucket,
-  toStreamConfig,
-} from './bucket-config.js';
+import type { BucketConfig, DriftPolicy } from './bucket-config.js';
 import { BucketState, type KvContext } from './bucket-state.js';
 import { type Codec, resolveCodec, type StandardSchemaV1 } from './codec.js';
 import { streamOf, validateBucket } from './names.js';
-import type { Tx, TxOptions, TxResult } from './transaction.js';
+import { bindBucket, provisionBucket } from './provision.js';
 import type {
   BulkPutEntry,
   BulkResult,
   KvBucket,
   KvBucketHealth,
   KvCallOptions,
+  KvChange,
   KvDeleteOptions,
   KvEntry,
   KvPutOptions,
+  KvWatcher,
+  KvWatchOptions,
+  Tx,
+  TxOptions,
+  TxResult,
 } from './types.js';
-import type { KvChange, KvWatcher, KvWatchOptions } from './watch.js';
 
 /** Options of a bucket handle. */
 export interface BucketOptions<T> {
@@ -177,129 +174,26 @@ export class KVStoreService implements Service {
   }
 
   async #open(name: string, options: BucketOptions<unknown>): Promise<BucketState> {
-    if (options.provision) checkBucketConfig(options.provision);
+    const c = {
+      connection: this.#connection,
+      jsm: this.#streams.jsm,
+      log: this.#log,
+      retry: this.#options.retry,
+      metrics: this.metrics,
+      stopped: () => this.#stopped,
+    };
     const config = options.provision
-      ? await this.#provision(
+      ? await provisionBucket(
+          c,
           name,
           options.provision,
           options.drift ?? this.#options.drift ?? 'error',
         )
-      : await this.#bind(name);
+      : await bindBucket(c, name);
     if (!config.allow_direct) {
       this.#log.warn({ bucket: name }, 'bucket has no direct get; reads use the slower stream API');
     }
     return new BucketState(this.#context(), name, config);
-  }
-
-  async #info(name: string): Promise<StreamConfig | undefined> {
-    try {
-      const info = await withRetry(
-        `bucket info ${name}`,
-        () => this.#connection.resilient(this.#streams.jsm.streams.info(streamOf(name))),
-        this.#options.retry,
-        undefined,
-        this.metrics,
-      );
-      return info.config;
-    } catch (err) {
-      if (isApiError(err, ApiCode.StreamNotFound)) return undefined;
-      if (isConnectionClosed(err)) throw closedError(`bucket ${name}`, this.#stopped, err);
-      throw err;
-    }
-  }
-
-  async #bind(name: string): Promise<StreamConfig> {
-    const config = await this.#info(name);
-    if (!config) {
-      throw new NatskitError(
-        'KV_BUCKET_NOT_FOUND',
-        `bucket ${name} does not exist (bind; pass provision to create it)`,
-        {
-          details: { bucket: name },
-        },
-      );
-    }
-    return config;
-  }
-
-  async #provision(name: string, wanted: BucketConfig, drift: DriftPolicy): Promise<StreamConfig> {
-    const caps = this.#connection.capabilities;
-    this.#connection.requireFeature('jetstream', `bucket ${name}`);
-    if (wanted.perKeyTtl || wanted.markerTtlMs)
-      this.#connection.requireFeature('perKeyTtl', `bucket ${name} with per-key TTL`);
-    const jsm = this.#streams.jsm;
-    let stored = await this.#info(name);
-    if (!stored) {
-      try {
-        // Atomic publish is turned on where the server has it: transactions and fast bulk writes need it.
-        stored = (await jsm.streams.add(toStreamConfig(name, wanted, caps.features.atomicBatch)))
-          .config;
-        this.#log.info({ bucket: name }, 'bucket created');
-        return stored;
-      } catch (err) {
-        stored = await this.#info(name); // created by someone else meanwhile: compare below
-        if (!stored) throw err;
-      }
-    }
-    const diff = diffBucket(stored, wanted);
-    if (diff.length === 0) return stored;
-    return await this.#drift(name, stored, diff, drift);
-  }
-
-  async #drift(
-    name: string,
-    stored: StreamConfig,
-    diff: BucketDifference[],
-    drift: DriftPolicy,
-  ): Promise<StreamConfig> {
-    const text = diff
-      .map(
-        (d) => `${d.field} is ${JSON.stringify(d.existing)}, asked ${JSON.stringify(d.requested)}`,
-      )
-      .join('; ');
-    const fixed = diff.filter((d) => !d.updatable);
-    if (drift === 'error' || (drift === 'update' && fixed.length > 0)) {
-      throw new NatskitError(
-        'KV_BUCKET_DRIFT',
-        `bucket ${name} exists with a different config: ${text}`,
-        {
-          details: { bucket: name, differences: diff },
-        },
-      );
-    }
-    if (drift === 'warn') {
-      this.#log.warn(
-        { bucket: name, differences: diff },
-        'bucket exists with a different config; using it as it is',
-      );
-      return stored;
-    }
-    const wanted = Object.fromEntries(diff.map((d) => [d.field, d.requested])) as BucketConfig & {
-      directGet?: boolean;
-    };
-    const patch = toStreamConfig(name, { ...wanted }, stored.allow_atomic === true);
-    const keys: (keyof StreamConfig)[] = [];
-    for (const d of diff) {
-      const map: Record<string, (keyof StreamConfig)[]> = {
-        history: ['max_msgs_per_subject'],
-        ttlMs: ['max_age', 'duplicate_window'],
-        maxValueSize: ['max_msg_size'],
-        maxBytes: ['max_bytes'],
-        replicas: ['num_replicas'],
-        perKeyTtl: ['allow_msg_ttl'],
-        markerTtlMs: ['subject_delete_marker_ttl', 'allow_msg_ttl'],
-        directGet: ['allow_direct'],
-        placement: ['placement'],
-      };
-      keys.push(...(map[d.field] ?? []));
-    }
-    const update = {
-      ...stored,
-      ...Object.fromEntries(keys.map((k) => [k, patch[k]])),
-    } as StreamConfig;
-    const info = await this.#streams.jsm.streams.update(streamOf(name), update);
-    this.#log.info({ bucket: name, fields: diff.map((d) => d.field) }, 'bucket config updated');
-    return info.config;
   }
 
   /** Creates a bucket (or checks an existing one against `config` under the drift policy). */

@@ -1,7 +1,5 @@
 import type { NatskitError } from '../errors/natskit-error.js';
 import type { RetryOptions } from '../retry/retry.js';
-import type { Tx, TxOptions, TxResult } from './transaction.js';
-import type { KvChange, KvWatcher, KvWatchOptions } from './watch.js';
 
 /** A live value with its metadata. */
 export interface KvEntry<T> {
@@ -114,4 +112,137 @@ export interface KvBucket<T = unknown> {
     fn: (current: T | null) => T | Promise<T>,
     options?: TxOptions,
   ): Promise<{ value: T; revision: number; attempts: number }>;
+}
+
+// ---- watches ----
+
+/** One change a watch reports, tagged by `type`. */
+export type KvChange<T> =
+  | {
+      readonly type: 'put';
+      readonly key: string;
+      readonly value: T;
+      readonly revision: number;
+      readonly created: Date;
+      /** Part of the initial state, not an update. */
+      readonly initial: boolean;
+    }
+  | {
+      readonly type: 'delete' | 'purge';
+      readonly key: string;
+      readonly revision: number;
+      readonly created: Date;
+      readonly initial: boolean;
+    }
+  | {
+      /** A stored value that failed to decode or validate; the watch goes on. */
+      readonly type: 'invalid';
+      readonly key: string;
+      readonly revision: number;
+      readonly created: Date;
+      readonly initial: boolean;
+      readonly error: NatskitError;
+    };
+
+/** Options of a watch. */
+export interface KvWatchOptions<T> {
+  /**
+   * `'last'`: each key's current value, then updates; `'history'`: every stored revision, then
+   * updates; `'updates'`: only what changes from now. @defaultValue 'last'
+   */
+  readonly include?: 'last' | 'history' | 'updates';
+  /** Resume after this revision: changes with a higher revision only. */
+  readonly fromRevision?: number;
+  /**
+   * Messages held on the client before the watch stops pulling from the server. A consumer that
+   * falls behind is slowed down (the server keeps the rest), never buffered without bound.
+   * @defaultValue 256
+   */
+  readonly bufferSize?: number;
+  /** Callback form: called for each change, in order, one at a time (awaited). */
+  readonly onChange?: (change: KvChange<T>) => void | Promise<void>;
+  /**
+   * Called once the initial state has been delivered; changes after it are updates. A write that
+   * races the start of the watch is delivered either way, as initial state or as an update.
+   */
+  readonly onInitialized?: () => void;
+}
+
+/**
+ * A running watch: iterate it (`for await`), or pass `onChange`. It survives reconnects and
+ * server restarts, resuming after the last revision it delivered: no gap, no duplicate.
+ */
+export interface KvWatcher<T> extends AsyncIterable<KvChange<T>>, AsyncDisposable {
+  /** The revision of the last change delivered. */
+  readonly lastRevision: number;
+  /** Ends the watch. */
+  stop(): Promise<void>;
+  /** Settles when the watch ends (with the callback form: rejects if the watch failed). */
+  readonly done: Promise<void>;
+}
+
+// ---- transactions ----
+
+/** How a transaction validates what it read. */
+export type TxIsolation = 'serializable' | 'write-only';
+
+/** Options of `transaction` and `updateWith`. */
+export interface TxOptions {
+  /** Runs of the function before giving up with `KV_REVISION_CONFLICT`. @defaultValue 10 */
+  readonly maxAttempts?: number;
+  /** Backoff between attempts, exponential with jitter. @defaultValue { minDelayMs: 5, maxDelayMs: 500 } */
+  readonly backoff?: { readonly minDelayMs?: number; readonly maxDelayMs?: number };
+  /**
+   * `'serializable'`: every key read is validated at commit (keys only read cost one small guard
+   * message each); `'write-only'`: only written keys are validated, which is cheaper but allows
+   * write skew (two transactions each read both keys and write a different one). @defaultValue 'serializable'
+   */
+  readonly isolation?: TxIsolation;
+  readonly signal?: AbortSignal;
+}
+
+/** What a committed transaction returns. */
+export interface TxResult<R> {
+  /** What the function returned. */
+  readonly value: R;
+  /** Runs of the function (1 when the first commit went through). */
+  readonly attempts: number;
+  /** The new revision of each key written. */
+  readonly revisions: Readonly<Record<string, number>>;
+}
+
+/**
+ * What `tx.getEntry` returns: a stored entry, or a value this transaction wrote and has not
+ * committed (`buffered: true`: it has no revision or date yet).
+ */
+export type TxEntry<T> =
+  | (KvEntry<T> & { readonly buffered: false })
+  | {
+      readonly key: string;
+      readonly value: T;
+      readonly buffered: true;
+      readonly revision: undefined;
+      readonly created: undefined;
+    };
+
+/**
+ * The transaction handle passed to the function. Writes are buffered and invisible to others
+ * until commit; reads see the transaction's own writes. The function may run several times (on
+ * conflict), so it must have no side effects: do those after the commit.
+ *
+ * `put`, `create` and `delete` record the write when called, so a write whose promise is not
+ * awaited is still committed; the commit waits for every operation the function started. A
+ * write that fails (invalid key or value, `create` on a live key) aborts the transaction with
+ * its error even if the function caught it: a transaction never commits without a write it was
+ * asked to make. An operation called after the function returned is refused with `INVALID_STATE`.
+ */
+export interface Tx<T> {
+  get(key: string): Promise<T | null>;
+  /** Reads several keys at once (in parallel: one round trip); values in the order asked. */
+  getMany(keys: readonly string[]): Promise<(T | null)[]>;
+  getEntry(key: string): Promise<TxEntry<T> | null>;
+  put(key: string, value: T): Promise<void>;
+  /** Writes only if the key is absent (at commit); fails with `KV_REVISION_CONFLICT` if it is live. */
+  create(key: string, value: T): Promise<void>;
+  delete(key: string): Promise<void>;
 }

@@ -1,77 +1,14 @@
 import { DeliverPolicy, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
+import { positiveInt } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { type Live, type LiveMsg, openLive } from './live-consumer.js';
 import { addReadConsumer } from './scan.js';
-
-/** One change a watch reports, tagged by `type`. */
-export type KvChange<T> =
-  | {
-      readonly type: 'put';
-      readonly key: string;
-      readonly value: T;
-      readonly revision: number;
-      readonly created: Date;
-      /** Part of the initial state, not an update. */
-      readonly initial: boolean;
-    }
-  | {
-      readonly type: 'delete' | 'purge';
-      readonly key: string;
-      readonly revision: number;
-      readonly created: Date;
-      readonly initial: boolean;
-    }
-  | {
-      /** A stored value that failed to decode or validate; the watch goes on. */
-      readonly type: 'invalid';
-      readonly key: string;
-      readonly revision: number;
-      readonly created: Date;
-      readonly initial: boolean;
-      readonly error: NatskitError;
-    };
+import type { KvChange, KvWatcher, KvWatchOptions } from './types.js';
 
 /** What a watch decodes: a message of the initial state or of the live part. */
 export type WatchedMsg = Pick<JsMsg, 'subject' | 'seq' | 'data' | 'headers' | 'time'>;
-
-/** Options of a watch. */
-export interface KvWatchOptions<T> {
-  /**
-   * `'last'`: each key's current value, then updates; `'history'`: every stored revision, then
-   * updates; `'updates'`: only what changes from now. @defaultValue 'last'
-   */
-  readonly include?: 'last' | 'history' | 'updates';
-  /** Resume after this revision: changes with a higher revision only. */
-  readonly fromRevision?: number;
-  /**
-   * Messages held on the client before the watch stops pulling from the server. A consumer that
-   * falls behind is slowed down (the server keeps the rest), never buffered without bound.
-   * @defaultValue 256
-   */
-  readonly bufferSize?: number;
-  /** Callback form: called for each change, in order, one at a time (awaited). */
-  readonly onChange?: (change: KvChange<T>) => void | Promise<void>;
-  /**
-   * Called once the initial state has been delivered; changes after it are updates. A write that
-   * races the start of the watch is delivered either way, as initial state or as an update.
-   */
-  readonly onInitialized?: () => void;
-}
-
-/**
- * A running watch: iterate it (`for await`), or pass `onChange`. It survives reconnects and
- * server restarts, resuming after the last revision it delivered: no gap, no duplicate.
- */
-export interface KvWatcher<T> extends AsyncIterable<KvChange<T>>, AsyncDisposable {
-  /** The revision of the last change delivered. */
-  readonly lastRevision: number;
-  /** Ends the watch. */
-  stop(): Promise<void>;
-  /** Settles when the watch ends (with the callback form: rejects if the watch failed). */
-  readonly done: Promise<void>;
-}
 
 async function initialCount(
   jsm: JetStreamManager,
@@ -102,13 +39,7 @@ export async function startWatch<T>(
   log: Logger,
 ): Promise<KvWatcher<T>> {
   const include = options.include ?? 'last';
-  const bufferSize = options.bufferSize ?? 256;
-  if (!Number.isInteger(bufferSize) || bufferSize < 1) {
-    throw new NatskitError(
-      'INVALID_OPTIONS',
-      `watch bufferSize must be a positive integer, got ${bufferSize}`,
-    );
-  }
+  const bufferSize = positiveInt('watch bufferSize', options.bufferSize, 256);
   const from = options.fromRevision;
   if (from !== undefined && !(Number.isInteger(from) && from >= 0)) {
     throw new NatskitError(

@@ -1,18 +1,18 @@
-import { fromEnv } from '../config/from-env.js';
 import { checkMs } from '../config/validate.js';
-import { type ConnectionOptions, resolveConnectionOptions } from '../connection/options.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import type { ProbeServerOptions } from '../health/probe-server.js';
-import type { KVStoreOptions } from '../kv/kv-store-service.js';
 import { LOG_LEVELS, type LoggerOption } from '../logging/logger.js';
+import type { ServiceModule } from './module.js';
 import type { ScopedRegistration, ServiceRegistration } from './service.js';
 
-/** Options of {@link ServiceManager.start}. */
-export interface ServiceManagerOptions {
+/** What the lifecycle itself takes: services, modules, deadlines, signals, probes, logging. */
+export interface HostOptions {
   /** The services to boot, in any order: the dependency graph decides the order. */
   readonly services?: readonly ServiceRegistration[];
   /** Per-scope services: one instance per `createScope()`, disposed with the scope. */
   readonly scoped?: readonly ScopedRegistration[];
+  /** Groups of services that plug in as one (the NATS built-ins are one, added by `nats`). */
+  readonly modules?: readonly ServiceModule[];
   /** A pino logger, or options for the one natskit creates. */
   readonly logger?: LoggerOption;
   /** Default deadline of each service's `start`. @defaultValue 30000 */
@@ -28,23 +28,11 @@ export interface ServiceManagerOptions {
   readonly handleSignals?: boolean;
   /** Aborting it abandons the boot: what started is stopped and `start` rejects. */
   readonly signal?: AbortSignal;
-  /**
-   * Connect to NATS: registers ConnectionService and StreamService (in that dependency order)
-   * unless you registered them yourself.
-   */
-  readonly nats?: ConnectionOptions;
   /** Serve HTTP probes (`/livez`, `/readyz`, `/healthz`); `true` for the defaults. */
   readonly health?: ProbeServerOptions | boolean;
-  /** Options of the KVStoreService registered with `nats`. */
-  readonly kv?: KVStoreOptions;
-  /**
-   * Read `NATS_URL` and the other variables of {@link fromEnv}; explicit options win. With
-   * `NATS_URL` set this connects to NATS as `nats` does. @defaultValue false
-   */
-  readonly env?: boolean;
 }
 
-/** The defaults of {@link ServiceManagerOptions}. */
+/** The defaults of {@link HostOptions}. */
 export const MANAGER_DEFAULTS = Object.freeze({
   startTimeoutMs: 30_000,
   stopTimeoutMs: 10_000,
@@ -62,8 +50,7 @@ export interface ResolvedManagerOptions {
   readonly shutdownTimeoutMs: number;
   readonly handleSignals: boolean;
   readonly signal: AbortSignal | undefined;
-  readonly nats: ConnectionOptions | undefined;
-  readonly kv: KVStoreOptions;
+  readonly modules: readonly ServiceModule[];
   readonly health: ProbeServerOptions | undefined;
 }
 
@@ -102,7 +89,7 @@ function checkRegistrations(field: string, list: unknown, timed: boolean): void 
 }
 
 /** Validates the options once and fills in the defaults; never mutates the caller's object. */
-export function resolveManagerOptions(options: ServiceManagerOptions): ResolvedManagerOptions {
+export function resolveManagerOptions(options: HostOptions): ResolvedManagerOptions {
   if (typeof options !== 'object' || options === null) throw invalid('', 'must be an object');
   checkRegistrations('services', options.services, true);
   checkRegistrations('scoped', options.scoped, false);
@@ -124,10 +111,18 @@ export function resolveManagerOptions(options: ServiceManagerOptions): ResolvedM
       );
     }
   }
-  const env = options.env === true ? fromEnv() : {};
-  const nats = options.nats || env.nats ? { ...env.nats, ...options.nats } : undefined;
-  if (nats) resolveConnectionOptions(nats); // fails here, before anything starts
-  const logger = options.logger ?? env.logger ?? {};
+  if (
+    options.modules !== undefined &&
+    !(
+      Array.isArray(options.modules) &&
+      options.modules.every(
+        (m) => typeof m === 'object' && m !== null && typeof m.name === 'string',
+      )
+    )
+  ) {
+    throw invalid('modules', 'must be an array of modules ({ name, services?, values? })');
+  }
+  const logger = options.logger ?? {};
   const level = (logger as { level?: unknown }).level;
   if (
     typeof (logger as { child?: unknown }).child !== 'function' &&
@@ -143,8 +138,7 @@ export function resolveManagerOptions(options: ServiceManagerOptions): ResolvedM
     scoped: [...(options.scoped ?? [])],
     logger,
     signal: options.signal,
-    nats,
-    kv: options.kv ?? {},
+    modules: [...(options.modules ?? [])],
     health: options.health === true ? {} : options.health || undefined,
   } as ResolvedManagerOptions;
 }

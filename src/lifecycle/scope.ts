@@ -1,5 +1,6 @@
 import { Container } from 'inversify';
 import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js';
+import { bindRegistration } from './bind.js';
 import { resolve } from './resolve.js';
 import { type ScopedRegistration, type ServiceToken, tokenName } from './service.js';
 
@@ -52,20 +53,7 @@ export class ServiceScope implements Scope {
     this.#onDisposed = onDisposed;
     for (const r of scoped) {
       const name = tokenName(r.token);
-      const track = (_: unknown, instance: unknown) => {
-        this.#created.push({ name, instance });
-        return instance;
-      };
-      const bind = this.#container.bind(r.token);
-      if ('useClass' in r && r.useClass !== undefined)
-        bind.to(r.useClass).inSingletonScope().onActivation(track);
-      else if ('useFactory' in r && r.useFactory !== undefined) {
-        const factory = r.useFactory;
-        bind
-          .toDynamicValue((ctx) => factory(ctx))
-          .inSingletonScope()
-          .onActivation(track);
-      } else bind.toConstantValue((r as { useValue: unknown }).useValue);
+      bindRegistration(this.#container, r, (instance) => this.#created.push({ name, instance }));
     }
     for (const v of options.values ?? []) this.#container.bind(v.token).toConstantValue(v.useValue);
   }

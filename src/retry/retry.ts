@@ -67,17 +67,26 @@ export function isTransient(err: unknown): boolean {
   return false;
 }
 
+/** How {@link withRetry} runs. */
+export interface WithRetryOptions {
+  /** What is being done, for the error message (`publish to jobs.x`). */
+  readonly what: string;
+  /** The backoff; `{ retries: 0 }` for one attempt. @defaultValue RETRY_DEFAULTS */
+  readonly retry?: RetryOptions | undefined;
+  /** Aborting it ends the retries with `ABORTED`. */
+  readonly signal?: AbortSignal | undefined;
+  /** Counts the retries, for metrics. */
+  readonly counter?: RetryCounter | undefined;
+}
+
 /**
  * Runs `fn`, retrying transient errors with exponential backoff and jitter. A non-transient
  * error is rethrown at once, unchanged; transient errors that outlast every retry become
  * `NATS_UNAVAILABLE` with the last one as cause. An aborted signal gives `ABORTED`.
  */
 export async function withRetry<T>(
-  what: string,
   fn: (attempt: number) => Promise<T>,
-  options: RetryOptions = {},
-  signal?: AbortSignal,
-  counter?: RetryCounter,
+  { what, retry: options, signal, counter }: WithRetryOptions,
 ): Promise<T> {
   const o = { ...RETRY_DEFAULTS, ...options };
   let attempts = 1;

@@ -1,4 +1,6 @@
-import type { StreamConfig } from '@nats-io/jetstream';
+import type { JetStreamManager, StreamConfig, StreamInfo } from '@nats-io/jetstream';
+import type { Logger } from 'pino';
+import { NatskitError } from '../errors/natskit-error.js';
 
 /** One field where the stored stream config differs from the one asked for. */
 export interface ConfigDifference {
@@ -90,4 +92,75 @@ export function diffStreamConfig(
 /** The fields of `requested` that the stored config does not carry (a server ignored them). */
 export function ignoredFields(stored: StreamConfig, requested: Partial<StreamConfig>): string[] {
   return diffStreamConfig(stored, requested).map((d) => d.field);
+}
+
+/** What {@link StreamService.ensureStream} did. */
+export interface EnsureStreamResult {
+  readonly action: 'created' | 'updated' | 'unchanged';
+  readonly info: StreamInfo;
+  /** The compatible differences an update applied. */
+  readonly applied: readonly ConfigDifference[];
+}
+
+/** What {@link ensureStreamConfig} needs besides the manager. */
+export interface EnsureContext {
+  /** The stream's info, or undefined when it does not exist (transient errors retried). */
+  info(name: string): Promise<StreamInfo | undefined>;
+  serverVersion(): string;
+  readonly log: Logger;
+}
+
+/**
+ * Creates the stream when absent; when present, applies the compatible differences from the
+ * fields asked for, fails with `STREAM_CONFIG_CONFLICT` listing the incompatible ones, and reads
+ * the stored config back: a field the server silently ignored fails with `CAPABILITY_MISSING`.
+ */
+export async function ensureStreamConfig(
+  jsm: JetStreamManager,
+  config: Partial<StreamConfig> & { readonly name: string },
+  ctx: EnsureContext,
+): Promise<EnsureStreamResult> {
+  let info = await ctx.info(config.name);
+  let action: EnsureStreamResult['action'] = 'unchanged';
+  if (!info) {
+    try {
+      info = await jsm.streams.add(config);
+      action = 'created';
+    } catch (err) {
+      // Another process created it first: compare with what it created.
+      info = await ctx.info(config.name);
+      if (!info) throw err;
+    }
+  }
+  const diff = diffStreamConfig(info.config, config);
+  const incompatible = diff.filter((d) => !d.compatible);
+  if (incompatible.length > 0) {
+    throw new NatskitError(
+      'STREAM_CONFIG_CONFLICT',
+      `stream ${config.name} exists with a different config: ${incompatible
+        .map(
+          (d) =>
+            `${d.field} is ${JSON.stringify(d.existing)}, asked ${JSON.stringify(d.requested)} (${d.reason})`,
+        )
+        .join('; ')}`,
+      { details: { stream: config.name, differences: diff } },
+    );
+  }
+  if (diff.length > 0) {
+    info = await jsm.streams.update(config.name, { ...info.config, ...config });
+    action = action === 'created' ? 'created' : 'updated';
+    ctx.log.info({ stream: config.name, fields: diff.map((d) => d.field) }, 'stream updated');
+  }
+  const ignored = diffStreamConfig(info.config, config);
+  if (ignored.length > 0) {
+    throw new NatskitError(
+      'CAPABILITY_MISSING',
+      `stream ${config.name}: the server (${ctx.serverVersion()}) did not apply ${ignored
+        .map((d) => d.field)
+        .join(', ')}`,
+      { details: { stream: config.name, ignored } },
+    );
+  }
+  if (action === 'created') ctx.log.info({ stream: config.name }, 'stream created');
+  return { action, info, applied: action === 'updated' ? diff : [] };
 }

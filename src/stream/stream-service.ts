@@ -17,8 +17,9 @@ import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js'
 import type { HealthCheckResult, Service } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
 import { type RetryCounter, type RetryOptions, withRetry } from '../retry/retry.js';
-import { type ConfigDifference, diffStreamConfig } from './stream-config.js';
-import { createWorker, type Worker, type WorkerOptions } from './worker.js';
+import { createWorker } from './create-worker.js';
+import { type EnsureStreamResult, ensureStreamConfig } from './stream-config.js';
+import type { Worker, WorkerOptions } from './worker.js';
 
 /** Expectations the server checks before storing a message. */
 export interface PublishExpectations {
@@ -47,14 +48,6 @@ export interface PublishOptions {
   /** Retry transient failures; `false` for one attempt. @defaultValue RETRY_DEFAULTS */
   readonly retry?: RetryOptions | false;
   readonly signal?: AbortSignal;
-}
-
-/** What {@link StreamService.ensureStream} did. */
-export interface EnsureStreamResult {
-  readonly action: 'created' | 'updated' | 'unchanged';
-  readonly info: StreamInfo;
-  /** The compatible differences an update applied. */
-  readonly applied: readonly ConfigDifference[];
 }
 
 /** A stream's health: its state, its consumers' lag, and the last error seen. */
@@ -166,49 +159,11 @@ export class StreamService implements Service {
       throw new NatskitError('INVALID_OPTIONS', 'ensureStream: config.name must be a stream name');
     }
     try {
-      let info = await this.#info(config.name);
-      let action: EnsureStreamResult['action'] = 'unchanged';
-      if (!info) {
-        try {
-          info = await jsm.streams.add(config);
-          action = 'created';
-        } catch (err) {
-          // Another process created it first: compare with what it created.
-          info = await this.#info(config.name);
-          if (!info) throw err;
-        }
-      }
-      const diff = diffStreamConfig(info.config, config);
-      const incompatible = diff.filter((d) => !d.compatible);
-      if (incompatible.length > 0) {
-        throw new NatskitError(
-          'STREAM_CONFIG_CONFLICT',
-          `stream ${config.name} exists with a different config: ${incompatible
-            .map(
-              (d) =>
-                `${d.field} is ${JSON.stringify(d.existing)}, asked ${JSON.stringify(d.requested)} (${d.reason})`,
-            )
-            .join('; ')}`,
-          { details: { stream: config.name, differences: diff } },
-        );
-      }
-      if (diff.length > 0) {
-        info = await jsm.streams.update(config.name, { ...info.config, ...config });
-        action = action === 'created' ? 'created' : 'updated';
-        this.#log.info({ stream: config.name, fields: diff.map((d) => d.field) }, 'stream updated');
-      }
-      const ignored = diffStreamConfig(info.config, config);
-      if (ignored.length > 0) {
-        throw new NatskitError(
-          'CAPABILITY_MISSING',
-          `stream ${config.name}: the server (${this.#connection.capabilities.serverVersion}) did not apply ${ignored
-            .map((d) => d.field)
-            .join(', ')}`,
-          { details: { stream: config.name, ignored } },
-        );
-      }
-      if (action === 'created') this.#log.info({ stream: config.name }, 'stream created');
-      return { action, info, applied: action === 'updated' ? diff : [] };
+      return await ensureStreamConfig(jsm, config, {
+        info: (name) => this.#info(name),
+        serverVersion: () => this.#connection.capabilities.serverVersion,
+        log: this.#log,
+      });
     } catch (err) {
       this.#record(err);
       throw this.#classify(err, `ensureStream ${config.name}`);
@@ -218,13 +173,10 @@ export class StreamService implements Service {
   async #info(name: string): Promise<StreamInfo | undefined> {
     const jsm = this.jsm;
     try {
-      return await withRetry(
-        `stream info ${name}`,
-        () => this.#connection.resilient(jsm.streams.info(name)),
-        {},
-        undefined,
-        this.metrics,
-      );
+      return await withRetry(() => this.#connection.resilient(jsm.streams.info(name)), {
+        what: `stream info ${name}`,
+        counter: this.metrics,
+      });
     } catch (err) {
       if (isApiError(err, ApiCode.StreamNotFound)) return undefined;
       throw this.#classify(err, `stream info ${name}`);
@@ -258,11 +210,8 @@ export class StreamService implements Service {
     }
     try {
       const ack = await withRetry(
-        `publish to ${subject}`,
         () => this.#connection.resilient(js.publish(subject, payload, opts)),
-        retry,
-        options.signal,
-        this.metrics,
+        { what: `publish to ${subject}`, retry, signal: options.signal, counter: this.metrics },
       );
       this.metrics.published++;
       return ack;

@@ -1,19 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  AckPolicy,
-  type ConsumerConfig,
-  type ConsumerInfo,
-  DeliverPolicy,
-  type JetStreamClient,
-  type JetStreamManager,
-  type JsMsg,
-} from '@nats-io/jetstream';
-import { type MsgHdrs, nanos } from '@nats-io/transport-node';
+import type { JetStreamClient, JsMsg } from '@nats-io/jetstream';
+import type { MsgHdrs } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import { checkMs } from '../config/validate.js';
-import { ApiCode, isApiError } from '../errors/jetstream.js';
 import { NatskitError } from '../errors/natskit-error.js';
-import { sameValue } from './stream-config.js';
 
 /** One message handed to a worker's handler. */
 export interface Job<T> {
@@ -102,104 +91,14 @@ interface Run {
   done: Promise<void>;
 }
 
-const IMMUTABLE_CONSUMER = ['ack_policy', 'deliver_policy'] as const;
-
-/** Creates or updates the durable consumer; incompatible differences fail. */
-async function ensureConsumer(
-  jsm: JetStreamManager,
-  stream: string,
-  want: Partial<ConsumerConfig>,
-): Promise<ConsumerInfo> {
-  let existing: ConsumerInfo | undefined;
-  try {
-    existing = await jsm.consumers.info(stream, want.durable_name ?? '');
-  } catch (err) {
-    if (isApiError(err, ApiCode.StreamNotFound)) {
-      throw new NatskitError('STREAM_NOT_FOUND', `stream ${stream} does not exist`, {
-        cause: err,
-        details: { stream },
-      });
-    }
-    if (!isApiError(err, ApiCode.ConsumerNotFound)) throw err;
-  }
-  if (!existing) return await jsm.consumers.add(stream, want);
-  const cfg = existing.config as unknown as Record<string, unknown>;
-  const conflicts = IMMUTABLE_CONSUMER.filter(
-    (f) => want[f] !== undefined && !sameValue(cfg[f], want[f]),
-  );
-  if (conflicts.length > 0) {
-    throw new NatskitError(
-      'CONSUMER_CONFIG_CONFLICT',
-      `consumer ${want.durable_name} on ${stream} exists with ${conflicts.map((f) => `${f}=${JSON.stringify(cfg[f])}`).join(', ')}`,
-      { details: { stream, consumer: want.durable_name, conflicts } },
-    );
-  }
-  const changed = Object.entries(want).filter(([k, v]) => !sameValue(cfg[k], v));
-  if (changed.length === 0) return existing;
-  return await jsm.consumers.update(stream, want.durable_name ?? '', Object.fromEntries(changed));
-}
-
 const defaultDelay = (n: number) => Math.min(60_000, 1_000 * 2 ** (n - 1));
 const jsonDecode = (data: Uint8Array) => JSON.parse(new TextDecoder().decode(data));
 
-/** @internal used by StreamService.createWorker. */
-export async function createWorker<T>(
-  jsm: JetStreamManager,
-  js: JetStreamClient,
-  options: WorkerOptions<T>,
-  logger: Logger,
-  onStopped: () => void,
-): Promise<Worker<T>> {
-  const concurrency = options.concurrency ?? 1;
-  if (!Number.isInteger(concurrency) || concurrency < 1) {
-    throw new NatskitError(
-      'INVALID_OPTIONS',
-      `worker.concurrency must be a positive integer, got ${concurrency}`,
-    );
-  }
-  if (typeof options.handler !== 'function')
-    throw new NatskitError('INVALID_OPTIONS', 'worker.handler must be a function');
-  for (const f of [
-    'ackWaitMs',
-    'heartbeatMs',
-    'drainTimeoutMs',
-    'fetchExpiresMs',
-    'stuckAfterMs',
-  ] as const) {
-    checkMs(`worker.${f}`, options[f]);
-  }
-  if (options.fetchExpiresMs !== undefined && options.fetchExpiresMs < 1_000) {
-    throw new NatskitError(
-      'INVALID_OPTIONS',
-      `worker.fetchExpiresMs must be at least 1000, got ${options.fetchExpiresMs}`,
-    );
-  }
-  const maxDeliver = options.maxDeliver ?? 5;
-  if (!Number.isInteger(maxDeliver) || maxDeliver < 1) {
-    throw new NatskitError(
-      'INVALID_OPTIONS',
-      `worker.maxDeliver must be a positive integer, got ${maxDeliver}`,
-    );
-  }
-  const ackWaitMs = options.ackWaitMs ?? 30_000;
-  const filters = options.filterSubjects === undefined ? [] : [options.filterSubjects].flat();
-  const config: Partial<ConsumerConfig> = {
-    durable_name: options.consumer,
-    ack_policy: AckPolicy.Explicit,
-    deliver_policy: DeliverPolicy.All,
-    ack_wait: nanos(ackWaitMs),
-    max_deliver: maxDeliver,
-    ...(filters.length === 1 ? { filter_subject: filters[0] } : {}),
-    ...(filters.length > 1 ? { filter_subjects: filters as string[] } : {}),
-  };
-  await ensureConsumer(jsm, options.stream, config);
-  const consumer = await js.consumers.get(options.stream, options.consumer);
-  return new JobWorker(options, consumer, ackWaitMs, maxDeliver, concurrency, logger, onStopped);
-}
+/** The client's pull consumer the worker fetches from. */
+export type PullConsumer = Awaited<ReturnType<JetStreamClient['consumers']['get']>>;
 
-type PullConsumer = Awaited<ReturnType<JetStreamClient['consumers']['get']>>;
-
-class JobWorker<T> implements Worker<T> {
+/** @internal created by {@link createWorker}. */
+export class JobWorker<T> implements Worker<T> {
   readonly name: string;
   readonly stats: WorkerStats = {
     processed: 0,

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { HealthRegistry } from '../../src/index.js';
+import { HealthRegistry } from '../../src/health/health-registry.js';
 
 describe('HealthRegistry', () => {
   it('combines statuses: any fail is fail, else any warn is warn', async () => {

@@ -1,0 +1,63 @@
+import type { StoredMsg } from '@nats-io/jetstream';
+import type { BatchAck, BatchMessage } from './atomic-batch.js';
+import { publishAtomicBatch } from './atomic-batch.js';
+import type { TypedBucket } from './bucket-state.js';
+import { OPERATION } from './headers.js';
+import { guardSubjectOf, subjectOf, validateKey, validateStoredKey } from './names.js';
+
+/** What a transaction needs from its bucket. */
+export interface TxBackend<T> {
+  readonly bucket: string;
+  /** The subject of guard messages: in the bucket's stream, outside its key space. */
+  readonly guardSubject: string;
+  /** Throws `INVALID_KEY` unless the key can be read (or deleted). */
+  validateReadKey(key: string): void;
+  /** Throws `INVALID_KEY` unless natskit may write the key. */
+  validateWriteKey(key: string): void;
+  readLast(key: string): Promise<StoredMsg | null>;
+  /** Reads the first message on the key with a sequence >= `seq`. */
+  readNext(key: string, seq: number): Promise<StoredMsg | null>;
+  encode(key: string, value: T): Promise<Uint8Array>;
+  decode(key: string, m: StoredMsg): T | Promise<T>;
+  /** Throws `CAPABILITY_MISSING` unless atomic batches work on this bucket (turning them on if needed). */
+  ensureAtomic(what: string): Promise<void>;
+  /** Like `ensureAtomic`, and readies the guard subject for keys only read. */
+  ensureGuards(what: string): Promise<void>;
+  /** The guard subject was found missing from the stream: the next `ensureGuards` adds it again. */
+  forgetGuards(): void;
+  /** A single compare-and-set write (works on every server). */
+  writeOne(key: string, data: Uint8Array | null, revision: number | undefined): Promise<number>;
+  publishBatch(messages: readonly BatchMessage[]): Promise<BatchAck>;
+}
+
+/** What a transaction needs from a bucket handle: reads, encoding, compare-and-set writes, batches. */
+export function txBackend<T>(handle: TypedBucket<T>): TxBackend<T> {
+  const s = handle.state;
+  const name = s.name;
+  return {
+    bucket: name,
+    guardSubject: guardSubjectOf(name),
+    validateReadKey: (key) => validateStoredKey(key, name),
+    validateWriteKey: (key) => validateKey(key, name),
+    readLast: (key) => s.readLast(key),
+    readNext: (key, seq) =>
+      s.call(`get ${key}`, () =>
+        s.ctx.jsm.direct.getMessage(s.stream, { next_by_subj: subjectOf(name, key), seq }),
+      ),
+    encode: (key, value) => handle.encode(key, value),
+    decode: (key, m) => handle.decode(key, m),
+    ensureAtomic: (what) => s.ensureAtomic(what),
+    ensureGuards: (what) => s.ensureGuards(what),
+    forgetGuards: () => s.forgetGuards(),
+    writeOne: (key, data, revision) =>
+      data === null
+        ? s.write(key, new Uint8Array(0), [[OPERATION, 'DEL']], { revision })
+        : s.write(key, data, [], { revision }),
+    publishBatch: (messages) =>
+      publishAtomicBatch(s.ctx.nc, messages, {
+        timeoutMs: s.ctx.requestTimeoutMs,
+        maxMessageBytes: s.maxMessageBytes,
+        resilient: s.ctx.resilient,
+      }),
+  };
+}

@@ -1,0 +1,38 @@
+import { fromEnv } from '../config/from-env.js';
+import { type ConnectionOptions, resolveConnectionOptions } from '../connection/options.js';
+import type { KVStoreOptions } from '../kv/kv-store-service.js';
+import {
+  type HostOptions,
+  type ResolvedManagerOptions,
+  resolveManagerOptions,
+} from '../lifecycle/options.js';
+import { natsModule } from '../nats/nats-module.js';
+
+/** Options of {@link ServiceManager.start}: the lifecycle's, and the NATS conveniences. */
+export interface ServiceManagerOptions extends HostOptions {
+  /**
+   * Connect to NATS: adds the NATS module ({@link natsModule}: ConnectionService, StreamService,
+   * KVStoreService, in that dependency order) unless you registered them yourself.
+   */
+  readonly nats?: ConnectionOptions;
+  /** Options of the KVStoreService registered with `nats`. */
+  readonly kv?: KVStoreOptions;
+  /**
+   * Read `NATS_URL` and the other variables of {@link fromEnv}; explicit options win. With
+   * `NATS_URL` set this connects to NATS as `nats` does. @defaultValue false
+   */
+  readonly env?: boolean;
+}
+
+/** Validates the options once (before anything starts) and turns `nats` into the NATS module. */
+export function resolveOptions(options: ServiceManagerOptions): ResolvedManagerOptions {
+  const { nats: explicit, kv, env: useEnv, ...host } = options ?? {};
+  const env = useEnv === true ? fromEnv() : {};
+  const nats = explicit || env.nats ? { ...env.nats, ...explicit } : undefined;
+  if (nats) resolveConnectionOptions(nats); // fails here, before anything starts
+  return resolveManagerOptions({
+    ...host,
+    ...(host.logger === undefined && env.logger ? { logger: env.logger } : {}),
+    modules: [...(host.modules ?? []), ...(nats ? [natsModule(nats, kv)] : [])],
+  });
+}

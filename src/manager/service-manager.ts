@@ -1,0 +1,35 @@
+import { SERVICE_HOST, ServiceHost } from '../lifecycle/host.js';
+import type { Token } from '../lifecycle/service.js';
+import { resolveOptions, type ServiceManagerOptions } from './options.js';
+
+/**
+ * Boots services in dependency order, stops them in reverse, with deadlines, and rolls back a
+ * failed boot. Start one with {@link ServiceManager.start}; stop it with `stop()` or `await using`.
+ *
+ * @example
+ * ```ts
+ * await using app = await ServiceManager.start({
+ *   services: [{ token: Mailer, useClass: Mailer, dependsOn: [Database] }, { token: Database, useClass: Database }],
+ * });
+ * app.get(Mailer).send(...);
+ * ```
+ */
+export class ServiceManager extends ServiceHost {
+  /**
+   * Validates the options, plans the dependency graph (a cycle or a missing dependency fails
+   * here, before anything starts), then starts the services level by level.
+   *
+   * @throws NatskitError `INVALID_OPTIONS`, `DEPENDENCY_CYCLE`, `DEPENDENCY_MISSING`,
+   * `INJECTION_MISSING` before anything starts; after a failed start, once the services that
+   * had started were stopped again: `SERVICE_START_TIMEOUT`, the code of a natskit error the
+   * service threw (e.g. `AUTH_FAILED`), or `SERVICE_START_FAILED` for any other error; `service`
+   * names the service, `cause` is what it threw, `details.rollbackErrors` holds any stop that
+   * failed then.
+   */
+  static async start(options: ServiceManagerOptions = {}): Promise<ServiceManager> {
+    return await ServiceHost.launch(resolveOptions(options), (o) => new ServiceManager(o));
+  }
+}
+
+/** Token of the ServiceManager itself, for `@inject(SERVICE_MANAGER)`. */
+export const SERVICE_MANAGER = SERVICE_HOST as Token<unknown> as Token<ServiceManager>;

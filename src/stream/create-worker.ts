@@ -1,0 +1,95 @@
+import {
+  AckPolicy,
+  type ConsumerConfig,
+  type ConsumerInfo,
+  DeliverPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+} from '@nats-io/jetstream';
+import { nanos } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+import { checkMs, positiveInt } from '../config/validate.js';
+import { ApiCode, isApiError } from '../errors/jetstream.js';
+import { NatskitError } from '../errors/natskit-error.js';
+import { sameValue } from './stream-config.js';
+import { JobWorker, type Worker, type WorkerOptions } from './worker.js';
+
+const IMMUTABLE_CONSUMER = ['ack_policy', 'deliver_policy'] as const;
+
+/** Creates or updates the durable consumer; incompatible differences fail. */
+async function ensureConsumer(
+  jsm: JetStreamManager,
+  stream: string,
+  want: Partial<ConsumerConfig>,
+): Promise<ConsumerInfo> {
+  let existing: ConsumerInfo | undefined;
+  try {
+    existing = await jsm.consumers.info(stream, want.durable_name ?? '');
+  } catch (err) {
+    if (isApiError(err, ApiCode.StreamNotFound)) {
+      throw new NatskitError('STREAM_NOT_FOUND', `stream ${stream} does not exist`, {
+        cause: err,
+        details: { stream },
+      });
+    }
+    if (!isApiError(err, ApiCode.ConsumerNotFound)) throw err;
+  }
+  if (!existing) return await jsm.consumers.add(stream, want);
+  const cfg = existing.config as unknown as Record<string, unknown>;
+  const conflicts = IMMUTABLE_CONSUMER.filter(
+    (f) => want[f] !== undefined && !sameValue(cfg[f], want[f]),
+  );
+  if (conflicts.length > 0) {
+    throw new NatskitError(
+      'CONSUMER_CONFIG_CONFLICT',
+      `consumer ${want.durable_name} on ${stream} exists with ${conflicts.map((f) => `${f}=${JSON.stringify(cfg[f])}`).join(', ')}`,
+      { details: { stream, consumer: want.durable_name, conflicts } },
+    );
+  }
+  const changed = Object.entries(want).filter(([k, v]) => !sameValue(cfg[k], v));
+  if (changed.length === 0) return existing;
+  return await jsm.consumers.update(stream, want.durable_name ?? '', Object.fromEntries(changed));
+}
+
+/** @internal used by StreamService.createWorker. */
+export async function createWorker<T>(
+  jsm: JetStreamManager,
+  js: JetStreamClient,
+  options: WorkerOptions<T>,
+  logger: Logger,
+  onStopped: () => void,
+): Promise<Worker<T>> {
+  const concurrency = positiveInt('worker.concurrency', options.concurrency, 1);
+  if (typeof options.handler !== 'function')
+    throw new NatskitError('INVALID_OPTIONS', 'worker.handler must be a function');
+  for (const f of [
+    'ackWaitMs',
+    'heartbeatMs',
+    'drainTimeoutMs',
+    'fetchExpiresMs',
+    'stuckAfterMs',
+  ] as const) {
+    checkMs(`worker.${f}`, options[f]);
+  }
+  if (options.fetchExpiresMs !== undefined && options.fetchExpiresMs < 1_000) {
+    throw new NatskitError(
+      'INVALID_OPTIONS',
+      `worker.fetchExpiresMs must be at least 1000, got ${options.fetchExpiresMs}`,
+    );
+  }
+  const maxDeliver = positiveInt('worker.maxDeliver', options.maxDeliver, 5);
+  const ackWaitMs = options.ackWaitMs ?? 30_000;
+  const filters = options.filterSubjects === undefined ? [] : [options.filterSubjects].flat();
+  const config: Partial<ConsumerConfig> = {
+    durable_name: options.consumer,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    ack_wait: nanos(ackWaitMs),
+    max_deliver: maxDeliver,
+    ...(filters.length === 1 ? { filter_subject: filters[0] } : {}),
+    ...(filters.length > 1 ? { filter_subjects: filters as string[] } : {}),
+  };
+  await ensureConsumer(jsm, options.stream, config);
+  const consumer = await js.consumers.get(options.stream, options.consumer);
+  return new JobWorker(options, consumer, ackWaitMs, maxDeliver, concurrency, logger, onStopped);
+}
