@@ -34,7 +34,7 @@ import type {
   TxOptions,
   TxResult,
 } from './types.js';
-import { startWatch } from './watch.js';
+import { Watch } from './watch.js';
 
 /** The handle's codec and schema. */
 export interface HandleCodec<T> {
@@ -222,14 +222,17 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     const { ctx } = this.state;
     this.state.assertOpen('watch');
     try {
-      return await startWatch(
-        ctx.nc,
-        ctx.jsm,
-        this.state.stream,
-        subjectOf(this.name, keyOrFilter),
-        (m, initial) => (isReserved(keyOf(this.name, m.subject)) ? null : this.#change(m, initial)),
+      return await Watch.start(
+        {
+          nc: ctx.nc,
+          jsm: ctx.jsm,
+          stream: this.state.stream,
+          filter: subjectOf(this.name, keyOrFilter),
+          toChange: (m, initial) =>
+            isReserved(keyOf(this.name, m.subject)) ? null : this.#change(m, initial),
+          log: ctx.log,
+        },
         options,
-        ctx.log,
       );
     } catch (err) {
       throw await this.state.classify(err);

@@ -1,10 +1,4 @@
-import {
-  AckPolicy,
-  DeliverPolicy,
-  JetStreamApiCodes,
-  JetStreamApiError,
-  type JetStreamManager,
-} from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, type JetStreamManager } from '@nats-io/jetstream';
 import {
   createInbox,
   type Msg,
@@ -12,10 +6,15 @@ import {
   type NatsConnection,
   nanos,
   nuid,
+  type QueuedIterator,
+  type Status,
   type Subscription,
 } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
+import { ApiCode, isApiError } from '../errors/jetstream.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import { parseAckSubject } from './ack-subject.js';
+import { HeartbeatWatchdog } from './heartbeat-watchdog.js';
 
 /** A message of a live watch, in stream order. */
 export interface LiveMsg {
@@ -66,33 +65,10 @@ interface Generation {
   dseq: number;
   /** Messages the pull in flight may still deliver (0: no pull in flight). */
   outstanding: number;
-  lastActivityMs: number;
   /** Why this consumer must be replaced; undefined while healthy. */
   broken?: string;
   /** `num_pending` when created. */
   readonly pendingAtOpen: number;
-}
-
-function parseAckSubject(reply: string): {
-  seq: number;
-  dseq: number;
-  ts: number;
-  pending: number;
-} {
-  const t = reply.split('.');
-  // $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>, or with domain and
-  // account hash after ACK and a random token at the end.
-  if (t.length === 9) t.splice(2, 0, '_', '');
-  return {
-    seq: Number(t[7]),
-    dseq: Number(t[8]),
-    ts: Number(t[9]),
-    pending: Number(t[10]),
-  };
-}
-
-function isStreamNotFound(err: unknown): boolean {
-  return err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound;
 }
 
 /** The live messages of a watch and how to end them. */
@@ -105,6 +81,8 @@ export interface Live {
   readonly initialPending: number;
 }
 
+const backoffMs = (n: number) => BACKOFF_MS[Math.min(n, BACKOFF_MS.length - 1)] ?? 2_000;
+
 /**
  * The live part of a watch: every message of `filter` from `startSeq` on, in stream order, each
  * once, for as long as the signal is not aborted. It is natskit's own ordered consumer, because
@@ -115,73 +93,133 @@ export interface Live {
  * with backoff for as long as it takes; only a stream that is gone or a closed connection ends the
  * watch with an error. Memory is bounded: at most `bufferSize` messages are held.
  *
- * The first consumer is created before this resolves (its errors are the caller's), so a message
- * stored after it resolved is delivered even if a newer write replaces it at once.
+ * The first consumer is created before {@link LiveConsumer.open} resolves (its errors are the
+ * caller's), so a message stored after it resolved is delivered even if a newer write replaces it
+ * at once.
  */
-export async function openLive(
-  nc: NatsConnection,
-  jsm: JetStreamManager,
-  o: LiveOptions,
-): Promise<Live> {
-  const apiPrefix = jsm.getOptions().apiPrefix ?? '$JS.API';
-  // A connection handed in may use its own inbox prefix (permissions): replies must go there.
-  const inboxPrefix = (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
-  const queue: LiveMsg[] = [];
-  const snapshot = o.snapshotUpTo !== undefined;
-  let next = snapshot ? 1 : o.startSeq;
-  let gen: Generation | undefined;
-  let wake: () => void = () => undefined;
-  const woken = () =>
-    new Promise<void>((resolve) => {
-      wake = resolve;
+export class LiveConsumer implements Live {
+  readonly messages: AsyncGenerator<LiveMsg>;
+  readonly #nc: NatsConnection;
+  readonly #jsm: JetStreamManager;
+  readonly #o: LiveOptions;
+  readonly #snapshot: boolean;
+  readonly #pullPrefix: string;
+  readonly #inboxPrefix: string | undefined;
+  readonly #queue: LiveMsg[] = [];
+  readonly #watchdog: HeartbeatWatchdog;
+  readonly #statuses: QueuedIterator<Status>;
+  readonly #onAbort = () => this.#wake();
+  #initialPending = 0;
+  /** The first stream sequence not yet yielded. */
+  #next: number;
+  #gen: Generation | undefined;
+  #wake: () => void = () => undefined;
+  #closed = false;
+
+  /** Creates the first consumer, then returns the live consumer that reads it. */
+  static async open(
+    nc: NatsConnection,
+    jsm: JetStreamManager,
+    o: LiveOptions,
+  ): Promise<LiveConsumer> {
+    const live = new LiveConsumer(nc, jsm, o);
+    try {
+      live.#gen = await live.#openGeneration();
+    } catch (err) {
+      await live.close();
+      throw err;
+    }
+    live.#initialPending = live.#gen.pendingAtOpen;
+    return live;
+  }
+
+  private constructor(nc: NatsConnection, jsm: JetStreamManager, o: LiveOptions) {
+    this.#nc = nc;
+    this.#jsm = jsm;
+    this.#o = o;
+    this.#snapshot = o.snapshotUpTo !== undefined;
+    this.#next = this.#snapshot ? 1 : o.startSeq;
+    this.#pullPrefix = `${jsm.getOptions().apiPrefix ?? '$JS.API'}.CONSUMER.MSG.NEXT.${o.stream}.`;
+    // A connection handed in may use its own inbox prefix (permissions): replies must go there.
+    // The client offers no public accessor for it.
+    this.#inboxPrefix = (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
+    this.#watchdog = new HeartbeatWatchdog(
+      HEARTBEAT_MS,
+      3,
+      () => (this.#gen?.outstanding ?? 0) > 0,
+      () => this.#break(this.#gen, 'heartbeats missed'),
+    );
+    o.signal.addEventListener('abort', this.#onAbort);
+    // Messages sent while the client was away are lost, and its pull may be gone with them.
+    this.#statuses = nc.status() as QueuedIterator<Status>;
+    void this.#followReconnects();
+    this.messages = this.#run();
+  }
+
+  get initialPending(): number {
+    return this.#initialPending;
+  }
+
+  async #followReconnects(): Promise<void> {
+    for await (const s of this.#statuses)
+      if (s.type === 'reconnect') this.#break(this.#gen, 'reconnected');
+  }
+
+  #woken(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.#wake = resolve;
     });
-  const breakGen = (g: Generation | undefined, why: string) => {
+  }
+
+  /** Marks a consumer for replacement and wakes the reader. */
+  #break(g: Generation | undefined, why: string): void {
     if (!g || g.broken) return;
     g.broken = why;
-    wake();
-  };
+    this.#wake();
+  }
 
-  const pull = (g: Generation) => {
-    if (g.broken || g.outstanding > 0 || queue.length > o.bufferSize / 2) return;
-    const batch = o.bufferSize - queue.length;
+  /** Asks for as many messages as the buffer has room for, unless a pull is in flight. */
+  #pull(g: Generation): void {
+    if (g.broken || g.outstanding > 0 || this.#queue.length > this.#o.bufferSize / 2) return;
+    const batch = this.#o.bufferSize - this.#queue.length;
     g.outstanding = batch;
-    g.lastActivityMs = Date.now();
-    nc.publish(
-      `${apiPrefix}.CONSUMER.MSG.NEXT.${o.stream}.${g.name}`,
+    this.#watchdog.touch();
+    this.#nc.publish(
+      `${this.#pullPrefix}${g.name}`,
       JSON.stringify({ batch, expires: nanos(EXPIRES_MS), idle_heartbeat: nanos(HEARTBEAT_MS) }),
       { reply: g.sub.getSubject() },
     );
-  };
+  }
 
-  const onMessage = (g: Generation, msg: Msg) => {
-    if (g.broken || g !== gen) return;
-    g.lastActivityMs = Date.now();
+  #onMessage(g: Generation, msg: Msg): void {
+    if (g.broken || g !== this.#gen) return;
+    this.#watchdog.touch();
     const code = msg.headers?.code ?? 0;
     if (code === 100) {
       // An idle heartbeat names the last delivery sequence sent: more than we got means a
       // message was lost on the way (a reconnect), so start again after the last one we have.
       const last = Number(msg.headers?.get('Nats-Last-Consumer') || 0);
-      if (last > g.dseq) breakGen(g, `missed deliveries ${g.dseq + 1}..${last}`);
+      if (last > g.dseq) this.#break(g, `missed deliveries ${g.dseq + 1}..${last}`);
       return;
     }
     if (code === 404 || code === 408) {
       g.outstanding = 0; // the pull ended (expired)
-      wake();
+      this.#wake();
       return;
     }
     if (code !== 0) {
-      breakGen(g, `status ${code} ${msg.headers?.description ?? ''}`.trim());
+      this.#break(g, `status ${code} ${msg.headers?.description ?? ''}`.trim());
       return;
     }
-    if (!msg.reply) return;
-    const info = parseAckSubject(msg.reply);
+    const info = msg.reply ? parseAckSubject(msg.reply) : undefined;
+    if (!info) return;
     if (info.dseq !== g.dseq + 1) {
-      breakGen(g, `delivery sequence ${info.dseq} after ${g.dseq}`);
+      this.#break(g, `delivery sequence ${info.dseq} after ${g.dseq}`);
       return;
     }
     g.dseq = info.dseq;
     g.outstanding = Math.max(0, g.outstanding - 1);
-    queue.push({
+    this.#queue.push({
       subject: msg.subject,
       seq: info.seq,
       data: msg.data,
@@ -189,24 +227,25 @@ export async function openLive(
       time: new Date(Math.floor(info.ts / 1e6)),
       pending: info.pending,
     });
-    wake();
-  };
+    this.#wake();
+  }
 
   /** Best effort: its server may be the one that died; the server removes it when inactive. */
-  const retire = async (g: Generation) => {
+  async #retire(g: Generation): Promise<void> {
     g.sub.unsubscribe();
-    await jsm.consumers.delete(o.stream, g.name).catch(() => undefined);
-  };
+    await this.#jsm.consumers.delete(this.#o.stream, g.name).catch(() => undefined);
+  }
 
-  const open = async (): Promise<Generation> => {
+  /** A new consumer starting at the first sequence not yet yielded (or the snapshot). */
+  async #openGeneration(): Promise<Generation> {
     const name = `natskit_watch_${nuid.next()}`;
-    const info = await jsm.consumers.add(o.stream, {
+    const info = await this.#jsm.consumers.add(this.#o.stream, {
       name,
       ack_policy: AckPolicy.None,
-      ...(snapshot
+      ...(this.#snapshot
         ? { deliver_policy: DeliverPolicy.LastPerSubject }
-        : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: next }),
-      filter_subject: o.filter,
+        : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.#next }),
+      filter_subject: this.#o.filter,
       mem_storage: true,
       num_replicas: 1,
       inactive_threshold: nanos(INACTIVE_MS),
@@ -215,57 +254,39 @@ export async function openLive(
       name,
       dseq: 0,
       outstanding: 0,
-      lastActivityMs: Date.now(),
       pendingAtOpen: info.num_pending,
-      sub: nc.subscribe(createInbox(inboxPrefix), {
+      sub: this.#nc.subscribe(createInbox(this.#inboxPrefix), {
         callback: (err, msg) => {
-          if (err) breakGen(g, `subscription: ${err.message}`);
-          else onMessage(g, msg);
+          if (err) this.#break(g, `subscription: ${err.message}`);
+          else this.#onMessage(g, msg);
         },
       }),
     };
+    this.#watchdog.touch();
     return g;
-  };
+  }
 
-  const first = await open();
-  gen = first;
-  const onAbort = () => wake();
-  o.signal.addEventListener('abort', onAbort);
-  // A pull in flight that neither delivers nor sends heartbeats is lost: its server is gone.
-  const watchdog = setInterval(() => {
-    const g = gen;
-    if (g && g.outstanding > 0 && Date.now() - g.lastActivityMs > 3 * HEARTBEAT_MS) {
-      breakGen(g, 'heartbeats missed');
-    }
-  }, HEARTBEAT_MS / 2);
-  // Messages sent while the client was away are lost, and its pull may be gone with them.
-  const status = nc.status();
-  void (async () => {
-    for await (const s of status) if (s.type === 'reconnect') breakGen(gen, 'reconnected');
-  })();
-
-  let closed = false;
-  const close = async () => {
-    if (closed) return;
-    closed = true;
-    o.signal.removeEventListener('abort', onAbort);
-    clearInterval(watchdog);
-    (status as { stop?: () => void }).stop?.();
-    const g = gen;
-    gen = undefined;
-    if (g) await retire(g);
-  };
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#o.signal.removeEventListener('abort', this.#onAbort);
+    this.#watchdog.stop();
+    this.#statuses.stop();
+    const g = this.#gen;
+    this.#gen = undefined;
+    if (g) await this.#retire(g);
+  }
 
   /** Waits `ms` (with jitter), or less when woken (abort). */
-  const pause = async (ms: number) => {
-    const w = woken();
-    const t = setTimeout(wake, ms * (0.5 + Math.random()));
+  async #pause(ms: number): Promise<void> {
+    const w = this.#woken();
+    const t = setTimeout(this.#wake, ms * (0.5 + Math.random()));
     await w;
     clearTimeout(t);
-  };
-  const backoffMs = (n: number) => BACKOFF_MS[Math.min(n, BACKOFF_MS.length - 1)] ?? 2_000;
+  }
 
-  async function* messages(): AsyncGenerator<LiveMsg> {
+  async *#run(): AsyncGenerator<LiveMsg> {
+    const o = this.#o;
     let failures = 0;
     let streamGone = 0;
     // Consumers replaced in a row before delivering anything: the next one waits a little, so a
@@ -273,78 +294,82 @@ export async function openLive(
     let fruitless = 0;
     try {
       while (!o.signal.aborted) {
-        if (gen?.broken) {
+        const g = this.#gen;
+        if (g?.broken) {
           o.log.debug(
-            { stream: o.stream, consumer: gen.name, reason: gen.broken, next },
+            { stream: o.stream, consumer: g.name, reason: g.broken, next: this.#next },
             'watch consumer replaced',
           );
-          fruitless = gen.dseq === 0 ? fruitless + 1 : 0;
+          fruitless = g.dseq === 0 ? fruitless + 1 : 0;
           if (fruitless === 5) {
             o.log.warn(
-              { stream: o.stream, reason: gen.broken },
+              { stream: o.stream, reason: g.broken },
               'watch consumers keep failing before delivering; retrying with backoff',
             );
           }
-          void retire(gen);
-          gen = undefined;
-          queue.length = 0; // received after `next`, read again from the new consumer
-          if (fruitless > 1) await pause(backoffMs(fruitless - 2));
+          void this.#retire(g);
+          this.#gen = undefined;
+          this.#queue.length = 0; // received after `next`, read again from the new consumer
+          if (fruitless > 1) await this.#pause(backoffMs(fruitless - 2));
           continue;
         }
-        if (!gen) {
+        if (!g) {
           try {
-            const g = await open();
-            if (closed) {
-              await retire(g);
+            const fresh = await this.#openGeneration();
+            if (this.#closed) {
+              await this.#retire(fresh);
               return;
             }
-            gen = g;
+            this.#gen = fresh;
             failures = 0;
             streamGone = 0;
           } catch (err) {
-            if (nc.isClosed()) {
-              throw new NatskitError('NATS_UNAVAILABLE', 'watch: the connection is closed', {
-                cause: err,
-              });
-            }
-            // A stream found missing three times in a row is gone (a leader election answers
-            // with timeouts or no responders, not with this).
-            if (isStreamNotFound(err) && ++streamGone >= 3) {
-              throw new NatskitError('KV_BUCKET_NOT_FOUND', `watch: stream ${o.stream} is gone`, {
-                cause: err,
-              });
-            }
-            const delay = backoffMs(failures);
-            if (failures++ === 0) {
+            this.#throwIfFinal(err, ++streamGone);
+            if (!isApiError(err, ApiCode.StreamNotFound)) streamGone = 0;
+            if (failures === 0) {
               o.log.warn(
                 { err, stream: o.stream },
                 'watch consumer could not be created; retrying',
               );
             }
-            await pause(delay);
-            continue;
+            await this.#pause(backoffMs(failures++));
           }
-        }
-        // A snapshot ends with the last message at or below its bound (or with none at all).
-        if (snapshot && gen.dseq === 0 && gen.pendingAtOpen === 0) return;
-        const m = queue.shift();
-        if (m) {
-          if (snapshot && m.seq > (o.snapshotUpTo ?? 0)) return;
-          pull(gen);
-          if (m.seq >= next) {
-            next = m.seq + 1;
-            yield m;
-          }
-          if (snapshot && m.pending === 0) return;
           continue;
         }
-        pull(gen);
-        const w = woken();
-        if (queue.length === 0 && !gen.broken && !o.signal.aborted) await w;
+        // A snapshot ends with the last message at or below its bound (or with none at all).
+        if (this.#snapshot && g.dseq === 0 && g.pendingAtOpen === 0) return;
+        const m = this.#queue.shift();
+        if (m) {
+          if (this.#snapshot && m.seq > (o.snapshotUpTo ?? 0)) return;
+          this.#pull(g);
+          if (m.seq >= this.#next) {
+            this.#next = m.seq + 1;
+            yield m;
+          }
+          if (this.#snapshot && m.pending === 0) return;
+          continue;
+        }
+        this.#pull(g);
+        const w = this.#woken();
+        if (this.#queue.length === 0 && !g.broken && !o.signal.aborted) await w;
       }
     } finally {
-      await close();
+      await this.close();
     }
   }
-  return { messages: messages(), close, initialPending: first.pendingAtOpen };
+
+  /**
+   * A closed connection, or a stream found missing three times in a row (a leader election
+   * answers with timeouts or no responders, not with this), ends the watch.
+   */
+  #throwIfFinal(err: unknown, streamMissing: number): void {
+    if (this.#nc.isClosed()) {
+      throw new NatskitError('NATS_UNAVAILABLE', 'watch: the connection is closed', { cause: err });
+    }
+    if (isApiError(err, ApiCode.StreamNotFound) && streamMissing >= 3) {
+      throw new NatskitError('KV_BUCKET_NOT_FOUND', `watch: stream ${this.#o.stream} is gone`, {
+        cause: err,
+      });
+    }
+  }
 }
