@@ -1,5 +1,5 @@
-// Checks the shape of src/: no import cycle (type-only imports included), no file over 400
-// lines. Prints the layers (folder -> folders it imports). Exit 1 on a violation.
+// Checks the shape of src/: no import cycle between files (type-only imports included) nor
+// between folders, no file over 400 lines. Prints the layers (folder -> folders it imports). Exit 1 on a violation.
 // Usage: node scripts/check-architecture.mjs [--graph]
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, normalize, relative } from 'node:path';
@@ -53,22 +53,36 @@ const visit = (f) => {
 for (const f of files) visit(f);
 for (const c of cycles) problems.push(`import cycle: ${c}`);
 
-if (process.argv.includes('--graph')) {
-  const folders = new Map();
-  for (const [f, deps] of graph) {
-    const from = relative(root, dirname(f)) || '.';
-    for (const d of deps) {
-      const to = relative(root, dirname(d)) || '.';
-      if (to === from) continue;
-      if (!folders.has(from)) folders.set(from, new Set());
-      folders.get(from).add(to);
-    }
+// Layers: the folders must form no cycle either (a folder is a capability; capabilities layer).
+const folders = new Map();
+for (const [f, deps] of graph) {
+  const from = relative(root, dirname(f)) || '.';
+  if (!folders.has(from)) folders.set(from, new Set());
+  for (const d of deps) {
+    const to = relative(root, dirname(d)) || '.';
+    if (to !== from) folders.get(from).add(to);
   }
-  for (const [from, tos] of [...folders].sort())
-    console.log(`${from} -> ${[...tos].sort().join(', ')}`);
+}
+const reaches = (from, to, visited = new Set()) => {
+  if (visited.has(from)) return false;
+  visited.add(from);
+  for (const next of folders.get(from) ?? [])
+    if (next === to || reaches(next, to, visited)) return true;
+  return false;
+};
+for (const [from, tos] of folders) {
+  for (const to of tos)
+    if (reaches(to, from)) problems.push(`folder cycle: ${from} -> ${to} -> ... -> ${from}`);
+}
+if (process.argv.includes('--graph')) {
+  for (const [from, tos] of [...folders].sort()) {
+    if (tos.size > 0) console.log(`${from} -> ${[...tos].sort().join(', ')}`);
+  }
 }
 if (problems.length > 0) {
   for (const p of problems) console.error(p);
   process.exit(1);
 }
-console.log(`architecture: ${files.length} files, no import cycle, none over ${MAX_LINES} lines`);
+console.log(
+  `architecture: ${files.length} files in ${folders.size} folders, no import cycle between files or folders, none over ${MAX_LINES} lines`,
+);

@@ -12,6 +12,7 @@ import { NatskitError } from '../errors/natskit-error.js';
 import type { HealthCheckResult, Service } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
 import { RequestInterruptedError } from '../retry/retry.js';
+import { withDeadline } from '../timing/deadline.js';
 import {
   type Capabilities,
   detectCapabilities,
@@ -319,10 +320,6 @@ export class ConnectionService implements Service {
       return;
     }
     this.#stopped = true;
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), this.#options.drainTimeoutMs);
-    });
     const drained = nc.drain().then(
       () => 'drained' as const,
       (err: unknown) => {
@@ -330,8 +327,7 @@ export class ConnectionService implements Service {
         return 'failed' as const;
       },
     );
-    const outcome = await Promise.race([drained, timedOut]);
-    clearTimeout(timer);
+    const outcome = await withDeadline(drained, this.#options.drainTimeoutMs);
     if (outcome !== 'drained') await nc.close();
     this.#closeResult = outcome === 'drained' ? 'drained' : 'forced';
     this.#statusIterator?.stop?.();

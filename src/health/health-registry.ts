@@ -1,4 +1,4 @@
-import type { HealthCheckResult, HealthStatus } from '../lifecycle/service.js';
+import type { HealthCheckResult, HealthStatus } from './types.js';
 
 /** A check's function: what it measures, now. */
 export type HealthCheckFn = () => HealthCheckResult | Promise<HealthCheckResult>;

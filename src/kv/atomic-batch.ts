@@ -7,8 +7,9 @@ import {
 } from '@nats-io/transport-node';
 import { ApiCode } from '../errors/jetstream.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import { headerBytes } from '../jetstream/headers.js';
 import { RequestInterruptedError } from '../retry/retry.js';
-import { headerBytes } from './headers.js';
+import { TIMED_OUT, withDeadline } from '../timing/deadline.js';
 
 /** One message of an atomic batch. */
 export interface BatchMessage {
@@ -143,21 +144,14 @@ export async function publishAtomicBatch(
   })();
   const m = messages[last] as BatchMessage;
   nc.publish(m.subject, m.data, { headers: header(m, last), reply: inbox });
-  let timer: NodeJS.Timeout | undefined;
-  const waited = Promise.race([
-    reply,
-    new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), timeoutMs);
-    }),
-  ]);
+  const waited = withDeadline(reply, timeoutMs);
   const first = await (options.resilient ? options.resilient(waited) : waited).catch(
-    (err: unknown) => {
-      if (err instanceof RequestInterruptedError) return 'timeout' as const;
+    (err: unknown): typeof TIMED_OUT => {
+      if (err instanceof RequestInterruptedError) return TIMED_OUT;
       throw err;
     },
   );
-  clearTimeout(timer);
-  if (first === 'timeout') {
+  if (first === TIMED_OUT) {
     const late = setTimeout(() => sub.unsubscribe(), LATE_REPLY_MS);
     const lateReply = reply.then((r) => {
       clearTimeout(late);

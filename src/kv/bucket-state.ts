@@ -4,12 +4,7 @@ import type {
   StoredMsg,
   StreamConfig,
 } from '@nats-io/jetstream';
-import {
-  type MsgHdrs,
-  type NatsConnection,
-  headers as natsHeaders,
-  nuid,
-} from '@nats-io/transport-node';
+import { type NatsConnection, nuid } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import type { Capabilities, Feature } from '../connection/capabilities.js';
 import { requireFeature } from '../connection/capabilities.js';
@@ -22,8 +17,8 @@ import {
   isNoResponders,
 } from '../errors/jetstream.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import { type HeaderList, headerBytes, msgHeaders } from '../jetstream/headers.js';
 import { type RetryCounter, type RetryOptions, withRetry } from '../retry/retry.js';
-import { type HeaderList, headerBytes } from './headers.js';
 import { guardSubjectOf, RESERVED_PREFIX, streamOf, subjectOf } from './names.js';
 import type { KvCallOptions } from './types.js';
 
@@ -324,11 +319,7 @@ export class BucketState {
       list.push(['Nats-Expected-Last-Subject-Sequence', String(o.revision)]);
     }
     this.checkSize(key, data.length, headerBytes(list));
-    let mh: MsgHdrs | undefined;
-    if (list.length > 0) {
-      mh = natsHeaders();
-      for (const [k, v] of list) mh.set(k, v);
-    }
+    const mh = msgHeaders(list);
     const opts = { timeout: this.ctx.requestTimeoutMs, ...(mh ? { headers: mh } : {}) };
     const subject = subjectOf(this.name, key);
     try {

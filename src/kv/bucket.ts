@@ -1,12 +1,13 @@
 import type { JsMsg, StoredMsg } from '@nats-io/jetstream';
 import type { MsgHdrs } from '@nats-io/transport-node';
 import { NatskitError } from '../errors/natskit-error.js';
+import type { HeaderList } from '../jetstream/headers.js';
 import { bucketHealth } from './bucket-health.js';
 import type { BucketState } from './bucket-state.js';
 import { bulkDelete, bulkGet, bulkPut, ttlOf } from './bulk.js';
 import type { Codec, StandardSchemaV1 } from './codec.js';
 import { validate } from './codec.js';
-import { checkUserHeaders, type HeaderList, isAbsent, OPERATION, userHeaders } from './headers.js';
+import { checkUserHeaders, isAbsent, OPERATION, userHeaders } from './headers.js';
 import {
   isReserved,
   keyOf,

@@ -1,8 +1,6 @@
 import type { MsgHdrs } from '@nats-io/transport-node';
 import { NatskitError } from '../errors/natskit-error.js';
-
-/** One header of a write, in the order sent. */
-export type HeaderList = readonly (readonly [string, string])[];
+import type { HeaderList } from '../jetstream/headers.js';
 
 /** The header KV clients mark deletes and purges with. */
 export const OPERATION = 'KV-Operation';
@@ -14,14 +12,6 @@ const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 export function isAbsent(h: MsgHdrs | undefined): boolean {
   const op = h?.get(OPERATION);
   return op === 'DEL' || op === 'PURGE' || Boolean(h?.get(MARKER));
-}
-
-/** The bytes headers take on the wire (`NATS/1.0\r\n`, `name: value\r\n` each, `\r\n`). */
-export function headerBytes(list: HeaderList): number {
-  if (list.length === 0) return 0;
-  let n = 12;
-  for (const [k, v] of list) n += Buffer.byteLength(k) + Buffer.byteLength(v) + 4;
-  return n;
 }
 
 /** Checks headers a user stores with a value: valid names, not NATS's or natskit's own. */

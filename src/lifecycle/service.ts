@@ -1,4 +1,7 @@
 import type { Newable, ResolutionContext, ServiceIdentifier } from 'inversify';
+import type { HealthCheckResult } from '../health/types.js';
+
+export type { HealthCheckResult, HealthStatus } from '../health/types.js';
 
 /**
  * A typed DI token: a unique symbol that remembers the type it resolves to.
@@ -26,20 +29,6 @@ export function tokenName(token: unknown): string {
   if (typeof token === 'symbol') return token.description ?? token.toString();
   if (typeof token === 'function') return token.name || '<anonymous class>';
   return String(token);
-}
-
-/** What a health check reports, after the IETF health check draft. */
-export type HealthStatus = 'pass' | 'warn' | 'fail';
-
-/** One health check's result. */
-export interface HealthCheckResult {
-  readonly status: HealthStatus;
-  /** Why, when not `pass`. */
-  readonly output?: string;
-  /** A measured value, e.g. the RTT. */
-  readonly observedValue?: unknown;
-  /** The unit of `observedValue`, e.g. `ms`. */
-  readonly observedUnit?: string;
 }
 
 /**

@@ -8,12 +8,13 @@ import {
   type StreamConfig,
   type StreamInfo,
 } from '@nats-io/jetstream';
-import { type MsgHdrs, headers as natsHeaders, nuid } from '@nats-io/transport-node';
+import { nuid } from '@nats-io/transport-node';
 import { inject } from 'inversify';
 import type { Logger } from 'pino';
 import { ConnectionService } from '../connection/connection-service.js';
 import { ApiCode, closedError, isApiError, isConnectionClosed } from '../errors/jetstream.js';
 import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js';
+import { msgHeaders } from '../jetstream/headers.js';
 import type { HealthCheckResult, Service } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
 import { type RetryCounter, type RetryOptions, withRetry } from '../retry/retry.js';
@@ -203,11 +204,8 @@ export class StreamService implements Service {
     };
     if (msgId !== undefined) opts.msgID = msgId;
     if (options.expect) opts.expect = { ...options.expect };
-    if (options.headers) {
-      const h: MsgHdrs = natsHeaders();
-      for (const [k, v] of Object.entries(options.headers)) h.set(k, v);
-      opts.headers = h;
-    }
+    const headers = msgHeaders(options.headers);
+    if (headers) opts.headers = headers;
     try {
       const ack = await withRetry(
         () => this.#connection.resilient(js.publish(subject, payload, opts)),

@@ -3,6 +3,7 @@ import type { JetStreamClient, JsMsg } from '@nats-io/jetstream';
 import type { MsgHdrs } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { NatskitError } from '../errors/natskit-error.js';
+import { withDeadline } from '../timing/deadline.js';
 
 /** One message handed to a worker's handler. */
 export interface Job<T> {
@@ -291,12 +292,7 @@ export class JobWorker<T> implements Worker<T> {
     this.#slotFreed();
     const drainMs = this.#o.drainTimeoutMs ?? 10_000;
     const before = this.stats.processed + this.stats.failed + this.stats.terminated;
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, drainMs);
-    });
-    await Promise.race([Promise.all([...this.#inflight].map((r) => r.done)), deadline]);
-    clearTimeout(timer);
+    await withDeadline(Promise.all([...this.#inflight].map((r) => r.done)), drainMs);
     let naked = 0;
     for (const run of this.#inflight) {
       if (run.settled) continue;
@@ -308,7 +304,10 @@ export class JobWorker<T> implements Worker<T> {
     this.stats.nakedOnStop += naked;
     // The loop ends within one fetch period; naks above are already on their way.
     // Bounded: a stuck loop must not hang the shutdown.
-    await Promise.race([this.#loop?.catch(() => undefined), sleep(this.#fetchExpiresMs + 1_000)]);
+    await withDeadline(
+      this.#loop?.catch(() => undefined) ?? Promise.resolve(),
+      this.#fetchExpiresMs + 1_000,
+    );
     this.#onStopped();
     const finished = this.stats.processed + this.stats.failed + this.stats.terminated - before;
     this.#log.info({ finished, naked }, 'worker stopped');
