@@ -53,13 +53,18 @@ const visit = (f) => {
 for (const f of files) visit(f);
 for (const c of cycles) problems.push(`import cycle: ${c}`);
 
-// Layers: the folders must form no cycle either (a folder is a capability; capabilities layer).
+// Layers: the capability folders (the first level under src/, subfolders included) must form no
+// cycle either.
+const capability = (file) => {
+  const rel = relative(root, file).split('/');
+  return rel.length > 1 ? rel[0] : '.';
+};
 const folders = new Map();
 for (const [f, deps] of graph) {
-  const from = relative(root, dirname(f)) || '.';
+  const from = capability(f);
   if (!folders.has(from)) folders.set(from, new Set());
   for (const d of deps) {
-    const to = relative(root, dirname(d)) || '.';
+    const to = capability(d);
     if (to !== from) folders.get(from).add(to);
   }
 }

@@ -1,7 +1,7 @@
 import { JetStreamApiError } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { ApiCode } from '../errors/jetstream.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import { ApiCode } from '../jetstream/api-errors.js';
 import { withRetry } from '../retry/retry.js';
 
 /**

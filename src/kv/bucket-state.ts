@@ -8,6 +8,7 @@ import { type NatsConnection, nuid } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import type { Capabilities, Feature } from '../connection/capabilities.js';
 import { requireFeature } from '../connection/capabilities.js';
+import { NatskitError } from '../errors/natskit-error.js';
 import {
   ApiCode,
   closedError,
@@ -15,8 +16,7 @@ import {
   isConflict,
   isConnectionClosed,
   isNoResponders,
-} from '../errors/jetstream.js';
-import { NatskitError } from '../errors/natskit-error.js';
+} from '../jetstream/api-errors.js';
 import { type HeaderList, headerBytes, msgHeaders } from '../jetstream/headers.js';
 import { type RetryCounter, type RetryOptions, withRetry } from '../retry/retry.js';
 import { guardSubjectOf, RESERVED_PREFIX, streamOf, subjectOf } from './names.js';

@@ -17,8 +17,8 @@ import {
   validateStoredKey,
 } from './names.js';
 import { scan } from './scan.js';
-import { runTransaction } from './transaction.js';
-import { type TxBackend, txBackend } from './tx-backend.js';
+import { type TxBackend, txBackend } from './transaction/backend.js';
+import { runTransaction } from './transaction/transaction.js';
 import type {
   BulkPutEntry,
   BulkResult,
@@ -35,7 +35,7 @@ import type {
   TxOptions,
   TxResult,
 } from './types.js';
-import { Watch } from './watch.js';
+import { Watch } from './watch/watch.js';
 
 /** The handle's codec and schema. */
 export interface HandleCodec<T> {

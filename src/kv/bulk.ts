@@ -1,6 +1,10 @@
 import type { StoredMsg } from '@nats-io/jetstream';
 import { NatskitError } from '../errors/natskit-error.js';
-import { MAX_BATCH_MESSAGES, publishAtomicBatch, worstCaseBytes } from './atomic-batch.js';
+import {
+  MAX_BATCH_MESSAGES,
+  publishAtomicBatch,
+  worstCaseBytes,
+} from '../jetstream/atomic-batch.js';
 import type { BucketState, TypedBucket } from './bucket-state.js';
 import { isAbsent, OPERATION } from './headers.js';
 import { keyOf, subjectOf, validateStoredKey } from './names.js';

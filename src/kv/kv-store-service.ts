@@ -1,8 +1,8 @@
 import { inject } from 'inversify';
 import type { Logger } from 'pino';
 import { ConnectionService } from '../connection/connection-service.js';
-import { ApiCode, closedError, isApiError, isConnectionClosed } from '../errors/jetstream.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import { ApiCode, closedError, isApiError, isConnectionClosed } from '../jetstream/api-errors.js';
 import type { HealthCheckResult, Service, Token } from '../lifecycle/service.js';
 import { createToken } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';

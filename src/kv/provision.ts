@@ -1,8 +1,8 @@
 import type { JetStreamManager, StreamConfig } from '@nats-io/jetstream';
 import type { Logger } from 'pino';
 import type { ConnectionService } from '../connection/connection-service.js';
-import { ApiCode, closedError, isApiError, isConnectionClosed } from '../errors/jetstream.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import { ApiCode, closedError, isApiError, isConnectionClosed } from '../jetstream/api-errors.js';
 import { type RetryCounter, type RetryOptions, withRetry } from '../retry/retry.js';
 import {
   type BucketConfig,

@@ -9,8 +9,8 @@ import {
 import { nanos } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { checkMs, positiveInt } from '../config/validate.js';
-import { ApiCode, isApiError } from '../errors/jetstream.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import { ApiCode, isApiError } from '../jetstream/api-errors.js';
 import { sameValue } from './stream-config.js';
 import { JobWorker, type Worker, type WorkerOptions } from './worker.js';
 

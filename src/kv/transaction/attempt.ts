@@ -1,7 +1,7 @@
-import { NatskitError } from '../errors/natskit-error.js';
-import { isAbsent, userHeaders } from './headers.js';
-import type { TxBackend } from './tx-backend.js';
-import type { KvEntry, Tx, TxEntry } from './types.js';
+import { NatskitError } from '../../errors/natskit-error.js';
+import { isAbsent, userHeaders } from '../headers.js';
+import type { KvEntry, Tx, TxEntry } from '../types.js';
+import type { TxBackend } from './backend.js';
 
 export interface Read<T> {
   /** The revision to expect: live revision, tombstone revision, or 0. */

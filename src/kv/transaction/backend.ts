@@ -1,9 +1,9 @@
 import type { StoredMsg } from '@nats-io/jetstream';
-import type { BatchAck, BatchMessage } from './atomic-batch.js';
-import { publishAtomicBatch } from './atomic-batch.js';
-import type { TypedBucket } from './bucket-state.js';
-import { OPERATION } from './headers.js';
-import { guardSubjectOf, subjectOf, validateKey, validateStoredKey } from './names.js';
+import type { BatchAck, BatchMessage } from '../../jetstream/atomic-batch.js';
+import { publishAtomicBatch } from '../../jetstream/atomic-batch.js';
+import type { TypedBucket } from '../bucket-state.js';
+import { OPERATION } from '../headers.js';
+import { guardSubjectOf, subjectOf, validateKey, validateStoredKey } from '../names.js';
 
 /** What a transaction needs from its bucket. */
 export interface TxBackend<T> {

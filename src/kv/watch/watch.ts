@@ -1,11 +1,11 @@
 import { DeliverPolicy, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import { positiveInt } from '../config/validate.js';
-import { NatskitError } from '../errors/natskit-error.js';
+import { positiveInt } from '../../config/validate.js';
+import { NatskitError } from '../../errors/natskit-error.js';
+import { addReadConsumer } from '../scan.js';
+import type { KvChange, KvWatcher, KvWatchOptions } from '../types.js';
 import { LiveConsumer, type LiveMsg } from './live-consumer.js';
-import { addReadConsumer } from './scan.js';
-import type { KvChange, KvWatcher, KvWatchOptions } from './types.js';
 
 /** What a watch decodes: a message of the initial state or of the live part. */
 export type WatchedMsg = Pick<JsMsg, 'subject' | 'seq' | 'data' | 'headers' | 'time'>;

@@ -5,7 +5,7 @@ import {
   NoRespondersError,
   RequestError,
 } from '@nats-io/transport-node';
-import { NatskitError } from './natskit-error.js';
+import { NatskitError } from '../errors/natskit-error.js';
 
 /** The JetStream API error codes natskit branches on (nats-server's `errors.json`). */
 export const ApiCode = Object.freeze({

@@ -1,18 +1,18 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { nuid } from '@nats-io/transport-node';
-import { positiveInt } from '../config/validate.js';
-import { ApiCode } from '../errors/jetstream.js';
-import { NatskitError } from '../errors/natskit-error.js';
+import { positiveInt } from '../../config/validate.js';
+import { NatskitError } from '../../errors/natskit-error.js';
+import { ApiCode } from '../../jetstream/api-errors.js';
 import {
   type BatchAck,
   type BatchMessage,
   LATE_REPLY_MS,
   MAX_BATCH_MESSAGES,
-} from './atomic-batch.js';
-import { subjectOf } from './names.js';
-import { Attempt, type Write } from './tx-attempt.js';
-import type { TxBackend } from './tx-backend.js';
-import type { Tx, TxIsolation, TxOptions, TxResult } from './types.js';
+} from '../../jetstream/atomic-batch.js';
+import { subjectOf } from '../names.js';
+import type { Tx, TxIsolation, TxOptions, TxResult } from '../types.js';
+import { Attempt, type Write } from './attempt.js';
+import type { TxBackend } from './backend.js';
 
 /** The header that marks every message of one commit with the transaction's id. */
 const TX_HEADER = 'Natskit-Tx';

@@ -11,9 +11,9 @@ import {
   type Subscription,
 } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import { ApiCode, isApiError } from '../errors/jetstream.js';
-import { NatskitError } from '../errors/natskit-error.js';
-import { parseAckSubject } from './ack-subject.js';
+import { NatskitError } from '../../errors/natskit-error.js';
+import { parseAckSubject } from '../../jetstream/ack-subject.js';
+import { ApiCode, isApiError } from '../../jetstream/api-errors.js';
 import { HeartbeatWatchdog } from './heartbeat-watchdog.js';
 
 /** A message of a live watch, in stream order. */

@@ -5,11 +5,11 @@ import {
   headers as natsHeaders,
   nuid,
 } from '@nats-io/transport-node';
-import { ApiCode } from '../errors/jetstream.js';
 import { NatskitError } from '../errors/natskit-error.js';
-import { headerBytes } from '../jetstream/headers.js';
 import { RequestInterruptedError } from '../retry/retry.js';
 import { TIMED_OUT, withDeadline } from '../timing/deadline.js';
+import { ApiCode } from './api-errors.js';
+import { headerBytes } from './headers.js';
 
 /** One message of an atomic batch. */
 export interface BatchMessage {
