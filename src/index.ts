@@ -5,7 +5,6 @@
 
 // What users would otherwise import from transitive packages.
 export type {
-  ConsumerConfig,
   JetStreamClient,
   JetStreamManager,
   JsMsg,
