@@ -64,60 +64,10 @@ find_binary() {
   return 1
 }
 
-# The machine's Debian mirror URI and keyring, read from its own apt sources.
-mirror_uri=""
-keyring=""
-read_mirror() {
-  [ -n "$mirror_uri" ] && return 0
-  local found=""
-  # deb822 stanzas (blank-line separated): the first "deb" stanza that is not a security suite.
-  if compgen -G '/etc/apt/sources.list.d/*.sources' >/dev/null; then
-    found=$(awk -v RS= '
-      /(^|\n)Types:[^\n]*deb([ \n]|$)/ && !/security/ {
-        uri = ""; key = ""
-        n = split($0, lines, "\n")
-        for (i = 1; i <= n; i++) {
-          if (lines[i] ~ /^URIs:/) { split(lines[i], f, /[ \t]+/); uri = f[2] }
-          if (lines[i] ~ /^Signed-By:/) { split(lines[i], f, /[ \t]+/); key = f[2] }
-        }
-        if (uri != "") { print uri, key; exit }
-      }' /etc/apt/sources.list.d/*.sources)
-  fi
-  # One-line format: "deb [options] URI suite components".
-  if [ -z "$found" ] && [ -f /etc/apt/sources.list ]; then
-    found=$(awk '$1 == "deb" && !/security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' /etc/apt/sources.list)
-  fi
-  [ -n "$found" ] || return 1
-  mirror_uri=${found%% *}
-  keyring=${found#"$mirror_uri"}
-  keyring=${keyring# }
-  [ -n "$keyring" ] && [ -f "$keyring" ] || keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-}
-
+# shellcheck source=lib/private-apt.sh
+source "$root/scripts/lib/private-apt.sh"
 apt_root="$cache/.apt"
-apt_opts=()
 apt_ready=0
-prepare_apt() {
-  [ "$apt_ready" = 1 ] && return 0
-  mkdir -p "$apt_root/lists/partial" "$apt_root/archives/partial" "$apt_root/etc"
-  {
-    for suite in $modern_suites $compat_suite; do
-      echo "deb [signed-by=$keyring] $mirror_uri $suite main"
-    done
-  } >"$apt_root/etc/sources.list"
-  apt_opts=(
-    -o "Dir::Etc::SourceList=$apt_root/etc/sources.list"
-    -o "Dir::Etc::SourceParts=/dev/null"
-    -o "Dir::State::Lists=$apt_root/lists"
-    -o "Dir::Cache=$apt_root"
-    -o "Dir::Cache::Archives=$apt_root/archives"
-    -o "APT::Sandbox::User=root"
-    -o "Debug::NoLocking=1"
-  )
-  log "reading package lists from $mirror_uri ($modern_suites $compat_suite) into $apt_root"
-  apt-get "${apt_opts[@]}" -qq update >&2
-  apt_ready=1
-}
 
 fetch_binary() {
   local kind=$1 version deb workdir
@@ -133,14 +83,14 @@ fetch_binary() {
     return 1
   fi
   if [ "$kind" = modern ]; then
-    version=$(apt-cache "${apt_opts[@]}" madison nats-server | awk -F'|' '{gsub(/ /, "", $2); print $2}' | sort -rV | head -n 1)
+    version=$(private_apt_versions nats-server | awk '{ print $1 }' | head -n 1)
   else
-    version=$(apt-cache "${apt_opts[@]}" madison nats-server | grep " $compat_suite/" | awk -F'|' '{gsub(/ /, "", $2); print $2}' | head -n 1)
+    version=$(private_apt_versions nats-server | awk -v s="$compat_suite" '$2 == s { print $1 }' | head -n 1)
   fi
   [ -n "$version" ] || { log "no nats-server package found for '$kind'"; return 1; }
   workdir=$(mktemp -d "$cache/.fetch.XXXXXX")
   log "fetching nats-server $version for '$kind'"
-  (cd "$workdir" && apt-get "${apt_opts[@]}" -qq download "nats-server=$version" >&2)
+  private_apt_download "$workdir" "nats-server=$version"
   deb=$(ls "$workdir"/nats-server_*.deb)
   dpkg -x "$deb" "$workdir/x"
   local bin upstream
@@ -166,9 +116,8 @@ for kind in "${kinds[@]}"; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   # Package lists are read once, in this shell, for every kind still missing.
-  if command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1 && read_mirror; then
-    prepare_apt
-  fi
+  # shellcheck disable=SC2086 # the suites are a word list
+  if private_apt_prepare "$apt_root" $modern_suites $compat_suite; then apt_ready=1; fi
   for kind in "${missing[@]}"; do
     if found=$(fetch_binary "$kind"); then echo "$kind $found"; else status=1; fi
   done

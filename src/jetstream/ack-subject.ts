@@ -1,3 +1,5 @@
+import type { DeliveryInfo } from '@nats-io/jetstream';
+
 /** What the reply subject of a JetStream delivery tells about the message. */
 export interface AckInfo {
   /** Stream sequence. */
@@ -8,6 +10,14 @@ export interface AckInfo {
   readonly ts: number;
   /** Messages the consumer still holds after this one. */
   readonly pending: number;
+  /** How many times this message has been delivered, this time included. */
+  readonly delivered: number;
+  readonly stream: string;
+  readonly consumer: string;
+  /** The JetStream domain, or '' for none. */
+  readonly domain: string;
+  /** The account hash, when the server sends it. */
+  readonly accountHash: string | undefined;
 }
 
 /**
@@ -20,8 +30,35 @@ export function parseAckSubject(reply: string): AckInfo | undefined {
   if (t[0] !== '$JS' || t[1] !== 'ACK') return undefined;
   if (t.length === 9) t.splice(2, 0, '_', '');
   if (t.length < 11) return undefined;
-  const info = { seq: Number(t[7]), dseq: Number(t[8]), ts: Number(t[9]), pending: Number(t[10]) };
+  const n = (i: number) => Number(t[i]);
+  const info: AckInfo = {
+    domain: t[2] === '_' ? '' : (t[2] ?? ''),
+    accountHash: t[3] ? t[3] : undefined,
+    stream: t[4] ?? '',
+    consumer: t[5] ?? '',
+    delivered: n(6),
+    seq: n(7),
+    dseq: n(8),
+    ts: n(9),
+    pending: n(10),
+  };
   // The timestamp is in nanoseconds, beyond the safe integers: only finite is asked of it.
-  const counters = [info.seq, info.dseq, info.pending].every(Number.isSafeInteger);
+  const counters = [info.delivered, info.seq, info.dseq, info.pending].every(Number.isSafeInteger);
   return counters && Number.isFinite(info.ts) ? info : undefined;
+}
+
+/** The client's delivery info, from a parsed ack subject. */
+export function toDeliveryInfo(a: AckInfo): DeliveryInfo {
+  return {
+    domain: a.domain,
+    ...(a.accountHash === undefined ? {} : { account_hash: a.accountHash }),
+    stream: a.stream,
+    consumer: a.consumer,
+    deliveryCount: a.delivered,
+    streamSequence: a.seq,
+    deliverySequence: a.dseq,
+    timestampNanos: a.ts,
+    pending: a.pending,
+    redelivered: a.delivered > 1,
+  };
 }

@@ -3,10 +3,9 @@ import {
   type ConsumerConfig,
   type ConsumerInfo,
   DeliverPolicy,
-  type JetStreamClient,
   type JetStreamManager,
 } from '@nats-io/jetstream';
-import { nanos } from '@nats-io/transport-node';
+import { type NatsConnection, nanos } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { checkMs, positiveInt } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
@@ -51,13 +50,23 @@ async function ensureConsumer(
   return await jsm.consumers.update(stream, want.durable_name ?? '', Object.fromEntries(changed));
 }
 
-/** @internal used by StreamService.createWorker. */
+/** What creating a worker needs from StreamService. */
+export interface WorkerContext {
+  readonly nc: NatsConnection;
+  readonly jsm: JetStreamManager;
+  readonly requestTimeoutMs: number;
+  readonly logger: Logger;
+  readonly onStopped: () => void;
+}
+
+/**
+ * Validates the options, creates or updates the durable consumer, and returns the worker (not
+ * started yet).
+ * @internal used by StreamService.createWorker.
+ */
 export async function createWorker<T>(
-  jsm: JetStreamManager,
-  js: JetStreamClient,
+  ctx: WorkerContext,
   options: WorkerOptions<T>,
-  logger: Logger,
-  onStopped: () => void,
 ): Promise<Worker<T>> {
   const concurrency = positiveInt('worker.concurrency', options.concurrency, 1);
   if (typeof options.handler !== 'function')
@@ -89,7 +98,15 @@ export async function createWorker<T>(
     ...(filters.length === 1 ? { filter_subject: filters[0] } : {}),
     ...(filters.length > 1 ? { filter_subjects: filters as string[] } : {}),
   };
-  await ensureConsumer(jsm, options.stream, config);
-  const consumer = await js.consumers.get(options.stream, options.consumer);
-  return new JobWorker(options, consumer, ackWaitMs, maxDeliver, concurrency, logger, onStopped);
+  await ensureConsumer(ctx.jsm, options.stream, config);
+  return new JobWorker(options, {
+    nc: ctx.nc,
+    apiPrefix: ctx.jsm.getOptions().apiPrefix ?? '$JS.API',
+    requestTimeoutMs: ctx.requestTimeoutMs,
+    ackWaitMs,
+    maxDeliver,
+    concurrency,
+    logger: ctx.logger,
+    onStopped: ctx.onStopped,
+  });
 }

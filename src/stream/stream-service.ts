@@ -242,9 +242,16 @@ export class StreamService implements Service {
   async createWorker<T = unknown>(options: WorkerOptions<T>): Promise<Worker<T>> {
     let worker: Worker<T>;
     try {
-      worker = await createWorker(this.jsm, this.js, options, this.#log, () => {
-        this.#workers.delete(worker as Worker<unknown>);
-      });
+      worker = await createWorker(
+        {
+          nc: this.#connection.nc,
+          jsm: this.jsm,
+          requestTimeoutMs: this.#connection.requestTimeoutMs,
+          logger: this.#log,
+          onStopped: () => this.#workers.delete(worker as Worker<unknown>),
+        },
+        options,
+      );
     } catch (err) {
       throw this.#classify(err, `createWorker ${options?.stream}/${options?.consumer}`);
     }

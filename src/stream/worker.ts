@@ -1,9 +1,10 @@
-import { setTimeout as sleep } from 'node:timers/promises';
-import type { JetStreamClient, JsMsg } from '@nats-io/jetstream';
-import type { MsgHdrs } from '@nats-io/transport-node';
+import type { JsMsg } from '@nats-io/jetstream';
+import type { MsgHdrs, NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { NatskitError } from '../errors/natskit-error.js';
 import { withDeadline } from '../timing/deadline.js';
+import type { JobMsg } from './job-msg.js';
+import { PullLoop } from './pull-loop.js';
 
 /** One message handed to a worker's handler. */
 export interface Job<T> {
@@ -90,13 +91,25 @@ interface Run {
   readonly ac: AbortController;
   settled: boolean;
   done: Promise<void>;
+  /** When the server last heard this job is alive (its delivery, or the last `working()`). */
+  aliveAt: number;
 }
 
 const defaultDelay = (n: number) => Math.min(60_000, 1_000 * 2 ** (n - 1));
-const jsonDecode = (data: Uint8Array) => JSON.parse(new TextDecoder().decode(data));
+const decoder = new TextDecoder();
+const jsonDecode = (data: Uint8Array) => JSON.parse(decoder.decode(data));
 
-/** The client's pull consumer the worker fetches from. */
-export type PullConsumer = Awaited<ReturnType<JetStreamClient['consumers']['get']>>;
+/** Where a worker pulls from, and its settings once validated. */
+export interface WorkerSetup {
+  readonly nc: NatsConnection;
+  readonly apiPrefix: string;
+  readonly requestTimeoutMs: number;
+  readonly ackWaitMs: number;
+  readonly maxDeliver: number;
+  readonly concurrency: number;
+  readonly logger: Logger;
+  readonly onStopped: () => void;
+}
 
 /** @internal created by {@link createWorker}. */
 export class JobWorker<T> implements Worker<T> {
@@ -111,51 +124,42 @@ export class JobWorker<T> implements Worker<T> {
     ackFailures: 0,
   };
   readonly #o: WorkerOptions<T>;
-  readonly #consumer: PullConsumer;
+  readonly #setup: WorkerSetup;
   readonly #log: Logger;
   readonly #concurrency: number;
-  readonly #maxDeliver: number;
   readonly #heartbeatMs: number;
   readonly #fetchExpiresMs: number;
   readonly #stuckAfterMs: number;
   readonly #inflight = new Set<Run>();
-  readonly #stopAbort = new AbortController();
-  readonly #onStopped: () => void;
-  #slotFreed: () => void = () => undefined;
-  #loop: Promise<void> | undefined;
+  /** Acks of finished jobs whose confirmation is on its way. */
+  readonly #acking = new Set<Promise<void>>();
+  #pull: PullLoop | undefined;
+  #busyTimer: NodeJS.Timeout | undefined;
+  #heartbeatTimer: NodeJS.Timeout | undefined;
+  #fillQueued = false;
   #stopping: Promise<{ finished: number; naked: number }> | undefined;
   #lastTickAt = Date.now();
   #lastFetchError: string | undefined;
-  #blocked: Promise<void> | undefined;
+  #blocked = false;
 
-  /** @internal test seam: the fetch loop's next await never settles, as a stuck loop's would. */
+  /** @internal test seam: the loop stops pulling and reporting progress, as a stuck loop would. */
   [Symbol.for('natskit.test.blockFetchLoop')](): void {
-    this.#blocked = new Promise<void>(() => undefined);
+    this.#blocked = true;
   }
 
-  constructor(
-    o: WorkerOptions<T>,
-    consumer: PullConsumer,
-    ackWaitMs: number,
-    maxDeliver: number,
-    concurrency: number,
-    logger: Logger,
-    onStopped: () => void,
-  ) {
+  constructor(o: WorkerOptions<T>, setup: WorkerSetup) {
     this.#o = o;
+    this.#setup = setup;
     this.name = `${o.stream}/${o.consumer}`;
-    this.#consumer = consumer;
-    this.#concurrency = concurrency;
-    this.#maxDeliver = maxDeliver;
-    this.#heartbeatMs = o.heartbeatMs ?? Math.max(1, Math.floor(ackWaitMs / 3));
+    this.#concurrency = setup.concurrency;
+    this.#heartbeatMs = o.heartbeatMs ?? Math.max(1, Math.floor(setup.ackWaitMs / 3));
     this.#fetchExpiresMs = o.fetchExpiresMs ?? 2_000;
     this.#stuckAfterMs = o.stuckAfterMs ?? 3 * this.#fetchExpiresMs + 5_000;
-    this.#log = logger.child({ worker: this.name });
-    this.#onStopped = onStopped;
+    this.#log = setup.logger.child({ worker: this.name });
   }
 
   get running(): boolean {
-    return this.#loop !== undefined && this.#stopping === undefined;
+    return this.#pull !== undefined && this.#stopping === undefined;
   }
 
   progress(): WorkerProgress {
@@ -168,59 +172,86 @@ export class JobWorker<T> implements Worker<T> {
     };
   }
 
+  #tick(): void {
+    if (!this.#blocked) this.#lastTickAt = Date.now();
+  }
+
   start(): void {
     if (this.#stopping !== undefined)
       throw new NatskitError('INVALID_STATE', `worker ${this.name} is stopped`);
+    if (this.#pull) return;
     this.#lastTickAt = Date.now();
-    this.#loop ??= this.#fetchLoop();
-  }
-
-  async #fetchLoop(): Promise<void> {
-    const stop = this.#stopAbort.signal;
-    while (!stop.aborted) {
-      this.#lastTickAt = Date.now();
-      const free = this.#concurrency - this.#inflight.size;
-      if (free <= 0) {
-        // Wait for a slot, but tick at least every fetch period: a busy worker is not stuck.
-        await Promise.race([
-          new Promise<void>((resolve) => {
-            this.#slotFreed = resolve;
-          }),
-          sleep(this.#fetchExpiresMs, undefined, { signal: stop }).catch(() => undefined),
-        ]);
-        continue;
-      }
-      try {
-        if (this.#blocked !== undefined) await this.#blocked; // test seam: a fetch that never returns
-        const batch = await this.#consumer.fetch({
-          max_messages: free,
-          expires: this.#fetchExpiresMs,
-        });
-        for await (const msg of batch) {
-          if (stop.aborted)
-            msg.nak(); // arrived while stopping: give it straight back
-          else this.#dispatch(msg);
-        }
+    this.#pull = new PullLoop({
+      nc: this.#setup.nc,
+      apiPrefix: this.#setup.apiPrefix,
+      stream: this.#o.stream,
+      consumer: this.#o.consumer,
+      expiresMs: this.#fetchExpiresMs,
+      heartbeatMs: Math.min(5_000, Math.floor(this.#fetchExpiresMs / 2)),
+      ackTimeoutMs: this.#setup.requestTimeoutMs,
+      log: this.#log,
+      onMessage: (msg) => this.#onMessage(msg),
+      onActivity: () => this.#tick(),
+      onError: (why) => {
+        this.stats.fetchErrors++;
+        this.#lastFetchError = why;
+        this.#log.warn({ why, failedInARow: this.stats.fetchErrors }, 'pull failed; retrying');
+      },
+      onHealthy: () => {
         this.stats.fetchErrors = 0;
         this.#lastFetchError = undefined;
-      } catch (err) {
-        if (stop.aborted) break;
-        this.stats.fetchErrors++;
-        this.#lastFetchError = err instanceof Error ? err.message : String(err);
-        this.#log.warn({ err, failedInARow: this.stats.fetchErrors }, 'fetch failed; retrying');
-        await sleep(500, undefined, { signal: stop }).catch(() => undefined);
-      }
-    }
+      },
+      wantMore: () => this.#fill(),
+    });
+    // A worker whose slots are all busy asks the server nothing: that is progress, not a stall.
+    this.#busyTimer = setInterval(() => {
+      if ((this.#pull?.requested ?? 0) === 0) this.#tick();
+    }, this.#fetchExpiresMs / 2);
+    this.#busyTimer.unref();
+    // Checked four times a heartbeat period: a job is kept alive within 1.25 x heartbeatMs.
+    this.#heartbeatTimer = setInterval(
+      () => this.#heartbeats(),
+      Math.max(1, this.#heartbeatMs / 4),
+    );
+    this.#heartbeatTimer.unref();
+    this.#fill();
   }
 
-  #dispatch(msg: JsMsg): void {
-    const run: Run = { msg, ac: new AbortController(), settled: false, done: Promise.resolve() };
+  /** Asks for the free slots, once per turn of the event loop however many slots freed. */
+  #fill(): void {
+    if (this.#fillQueued) return;
+    this.#fillQueued = true;
+    queueMicrotask(() => {
+      this.#fillQueued = false;
+      if (this.#stopping !== undefined || this.#blocked) return;
+      this.#pull?.fill(this.#concurrency - this.#inflight.size);
+    });
+  }
+
+  #onMessage(msg: JobMsg): void {
+    if (this.#stopping !== undefined) {
+      msg.nak(); // arrived while stopping: give it straight back
+      return;
+    }
+    if (this.#inflight.size >= this.#concurrency) {
+      // Never more than `concurrency` handlers, whatever the server sent.
+      this.#log.warn({ seq: msg.seq }, 'a message beyond the free slots arrived; given back');
+      msg.nak();
+      return;
+    }
+    const run: Run = {
+      msg,
+      ac: new AbortController(),
+      settled: false,
+      done: Promise.resolve(),
+      aliveAt: Date.now(),
+    };
     this.#inflight.add(run);
     this.stats.inFlight = this.#inflight.size;
     run.done = this.#run(run).finally(() => {
       this.#inflight.delete(run);
       this.stats.inFlight = this.#inflight.size;
-      this.#slotFreed();
+      this.#fill();
     });
   }
 
@@ -244,24 +275,32 @@ export class JobWorker<T> implements Worker<T> {
       deliveryCount: msg.info.deliveryCount,
       msg,
     };
-    const heartbeat = setInterval(() => {
-      if (!run.settled) msg.working();
-    }, this.#heartbeatMs);
     try {
       await this.#o.handler(job, run.ac.signal);
       if (run.settled) return; // naked at the drain deadline: never ack after that
       run.settled = true;
       this.stats.processed++;
-      await msg.ackAck().catch((err: unknown) => {
-        // The job ran; the server did not confirm the ack (its consumer gone, a lost reply):
-        // it may be delivered again.
-        this.stats.ackFailures++;
-        this.#log.warn({ err, seq: job.seq }, 'ack not confirmed; the job may be delivered again');
-      });
+      // The slot frees now: the next pull overlaps the ack's round trip. Stop waits for it.
+      const confirmed: Promise<void> = msg
+        .ackAck()
+        .then(
+          () => undefined,
+          (err: unknown) => {
+            // The job ran; the server did not confirm the ack (its consumer gone, a lost reply):
+            // it may be delivered again.
+            this.stats.ackFailures++;
+            this.#log.warn(
+              { err, seq: job.seq },
+              'ack not confirmed; the job may be delivered again',
+            );
+          },
+        )
+        .finally(() => this.#acking.delete(confirmed));
+      this.#acking.add(confirmed);
     } catch (err) {
       if (run.settled) return;
       run.settled = true;
-      if (job.deliveryCount >= this.#maxDeliver) {
+      if (job.deliveryCount >= this.#setup.maxDeliver) {
         msg.term(`failed ${job.deliveryCount} times`);
         this.stats.terminated++;
         this.#log.error(
@@ -277,8 +316,16 @@ export class JobWorker<T> implements Worker<T> {
           'job failed; will retry',
         );
       }
-    } finally {
-      clearInterval(heartbeat);
+    }
+  }
+
+  /** One timer for the worker: a job running for `heartbeatMs` tells the server it is alive. */
+  #heartbeats(): void {
+    const now = Date.now();
+    for (const run of this.#inflight) {
+      if (run.settled || now - run.aliveAt < this.#heartbeatMs) continue;
+      run.aliveAt = now;
+      run.msg.working();
     }
   }
 
@@ -288,8 +335,10 @@ export class JobWorker<T> implements Worker<T> {
   }
 
   async #stop(): Promise<{ finished: number; naked: number }> {
-    this.#stopAbort.abort();
-    this.#slotFreed();
+    // No pull survives this: the server drops the pulls of an inbox nobody listens on, and what
+    // it sent before is given back as it arrives.
+    const pullStopped = this.#pull?.stop();
+    clearInterval(this.#busyTimer);
     const drainMs = this.#o.drainTimeoutMs ?? 10_000;
     const before = this.stats.processed + this.stats.failed + this.stats.terminated;
     await withDeadline(Promise.all([...this.#inflight].map((r) => r.done)), drainMs);
@@ -302,13 +351,12 @@ export class JobWorker<T> implements Worker<T> {
       naked++;
     }
     this.stats.nakedOnStop += naked;
-    // The loop ends within one fetch period; naks above are already on their way.
-    // Bounded: a stuck loop must not hang the shutdown.
-    await withDeadline(
-      this.#loop?.catch(() => undefined) ?? Promise.resolve(),
-      this.#fetchExpiresMs + 1_000,
-    );
-    this.#onStopped();
+    clearInterval(this.#heartbeatTimer);
+    await pullStopped;
+    await withDeadline(Promise.all(this.#acking), this.#setup.requestTimeoutMs);
+    // The naks above must leave before the caller closes the connection.
+    await this.#setup.nc.flush().catch(() => undefined);
+    this.#setup.onStopped();
     const finished = this.stats.processed + this.stats.failed + this.stats.terminated - before;
     this.#log.info({ finished, naked }, 'worker stopped');
     return { finished, naked };

@@ -271,4 +271,55 @@ describe('workers', () => {
     expect(inner.errors.map((e: Error) => e.message)).toEqual(['bad worker cannot stop']);
     expect(good.running).toBe(false); // stopped although the other failed
   });
+
+  it('never runs more than concurrency handlers, and processes 10,000 jobs exactly once with 1% failing once', async () => {
+    const total = 10_000;
+    await streams.ensureStream({
+      name: 'MANY',
+      subjects: ['many.>'],
+      retention: RetentionPolicy.Workqueue,
+    });
+    for (let i = 0; i < total; i += 500) {
+      await Promise.all(
+        Array.from({ length: 500 }, (_, j) =>
+          streams.publish('many.job', JSON.stringify({ id: i + j })),
+        ),
+      );
+    }
+    const succeeded = new Map<number, number>();
+    let calls = 0;
+    let running = 0;
+    let maxRunning = 0;
+    await using worker = await streams.createWorker<{ id: number }>({
+      stream: 'MANY',
+      consumer: 'many',
+      concurrency: 16,
+      retryDelayMs: () => 20,
+      handler: async (job) => {
+        calls++;
+        running++;
+        maxRunning = Math.max(maxRunning, running);
+        try {
+          await sleep(job.data.id % 3); // 0-2 ms: handlers overlap and finish out of order
+          if (job.data.id % 100 === 7 && job.deliveryCount === 1) throw new Error('fails once');
+          succeeded.set(job.data.id, (succeeded.get(job.data.id) ?? 0) + 1);
+        } finally {
+          running--;
+        }
+      },
+    });
+    worker.start();
+    const deadline = Date.now() + 50_000;
+    while (succeeded.size < total && Date.now() < deadline) await sleep(50);
+    await sleep(500); // a duplicate would show now
+    expect(succeeded.size).toBe(total);
+    expect([...succeeded.values()].every((n) => n === 1)).toBe(true);
+    expect(maxRunning).toBe(16);
+    expect(calls).toBe(total + total / 100);
+    expect(worker.stats).toMatchObject({ processed: total, failed: total / 100, terminated: 0 });
+    const info = await streams.jsm.consumers.info('MANY', 'many');
+    expect(info.num_ack_pending).toBe(0);
+    expect(info.num_redelivered).toBe(0); // the retried ones were acked on their second delivery
+    expect((await streams.jsm.streams.info('MANY')).state.messages).toBe(0);
+  });
 });

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import { NatskitError } from '../../errors/natskit-error.js';
 import { parseAckSubject } from '../../jetstream/ack-subject.js';
 import { ApiCode, isApiError } from '../../jetstream/api-errors.js';
-import { HeartbeatWatchdog } from './heartbeat-watchdog.js';
+import { HeartbeatWatchdog } from '../../jetstream/heartbeat-watchdog.js';
 
 /** A message of a live watch, in stream order. */
 export interface LiveMsg {

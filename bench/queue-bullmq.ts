@@ -1,0 +1,153 @@
+// BullMQ on Redis: what a TypeScript user would pick instead of a NATS worker. The redis-server
+// comes from scripts/provision-redis-server.sh (REDIS_SERVER_BIN, PATH, or Debian's package in
+// the project cache); without one the comparison is skipped and the report says why.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { type QueueSide, waitFor } from './queue-side.ts';
+
+async function freePort(): Promise<number> {
+  return await new Promise((resolve) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export interface BullmqRun extends AsyncDisposable {
+  readonly side: QueueSide | undefined;
+  /** Which Redis and how it persists, or why BullMQ was skipped. */
+  readonly note: string;
+}
+
+export async function startBullmq(): Promise<BullmqRun> {
+  let found: string;
+  try {
+    found = execFileSync('bash', ['scripts/provision-redis-server.sh'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }).trim();
+  } catch (err) {
+    const why = String((err as { stderr?: string }).stderr ?? err)
+      .trim()
+      .split('\n')
+      .at(-1);
+    console.error(`BullMQ comparison skipped: ${why}`);
+    return {
+      side: undefined,
+      note: `BullMQ skipped (${why})`,
+      [Symbol.asyncDispose]: async () => {},
+    };
+  }
+  const [version, bin] = found.split(' ') as [string, string];
+  const dir = mkdtempSync(join(tmpdir(), 'natskit-redis-'));
+  const port = await freePort();
+  // Persistence like a queue's Redis in production: append-only file, fsync every second
+  // (JetStream's file store syncs periodically too, not per message).
+  const child: ChildProcess = spawn(
+    bin,
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      dir,
+      '--save',
+      '',
+      '--appendonly',
+      'yes',
+      '--appendfsync',
+      'everysec',
+    ],
+    { stdio: 'ignore' },
+  );
+  const connection = { host: '127.0.0.1', port, maxRetriesPerRequest: null };
+  const probe = new Redis({ ...connection, lazyConnect: true, retryStrategy: () => 50 });
+  probe.on('error', () => undefined); // refused until redis-server listens
+  for (let i = 0; i < 100; i++) {
+    try {
+      await probe.connect();
+      break;
+    } catch {
+      await sleep(50);
+    }
+  }
+  await probe.ping();
+  await probe.quit();
+
+  let queues = 0;
+  const side: QueueSide = {
+    name: 'bullmq',
+    async throughput(concurrency, jobs, work) {
+      const queue = new Queue(`q${++queues}`, { connection });
+      for (let i = 0; i < jobs; i += 500) {
+        await queue.addBulk(
+          Array.from({ length: Math.min(500, jobs - i) }, () => ({
+            name: 'job',
+            data: { t: performance.now() },
+            opts: { removeOnComplete: true, removeOnFail: true },
+          })),
+        );
+      }
+      let done = 0;
+      const t0 = performance.now();
+      const worker = new Worker(
+        queue.name,
+        async () => {
+          await work();
+          done++;
+        },
+        { connection, concurrency },
+      );
+      await waitFor(() => done >= jobs);
+      const ms = performance.now() - t0;
+      await worker.close();
+      await queue.obliterate({ force: true });
+      await queue.close();
+      return (jobs / ms) * 1_000;
+    },
+    async latency(concurrency, jobs, gapMs, record) {
+      const queue = new Queue(`q${++queues}`, { connection });
+      let done = 0;
+      const worker = new Worker(
+        queue.name,
+        async (job) => {
+          record(performance.now() - (job.data as { t: number }).t);
+          done++;
+        },
+        { connection, concurrency },
+      );
+      await worker.waitUntilReady();
+      for (let i = 0; i < jobs; i++) {
+        await queue.add('job', { t: performance.now() }, { removeOnComplete: true });
+        await sleep(gapMs);
+      }
+      await waitFor(() => done >= jobs);
+      await worker.close();
+      await queue.obliterate({ force: true });
+      await queue.close();
+    },
+  };
+  return {
+    side,
+    note: `BullMQ ${bullmqVersion()} with ioredis on Redis ${version} (appendonly, fsync every second)`,
+    async [Symbol.asyncDispose]() {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function bullmqVersion(): string {
+  const pkg = new URL('../node_modules/bullmq/package.json', import.meta.url);
+  return (JSON.parse(readFileSync(pkg, 'utf8')) as { version: string }).version;
+}
