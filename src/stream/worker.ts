@@ -39,7 +39,10 @@ export interface WorkerOptions<T> {
   readonly heartbeatMs?: number;
   /** How long a stop lets running jobs finish before naking them. @defaultValue 10000 */
   readonly drainTimeoutMs?: number;
-  /** Long-poll time of one fetch (at least 1000); the loop ticks at least this often. @defaultValue 2000 */
+  /**
+   * How long one pull request waits on the server (at least 1000); its idle heartbeat comes every
+   * half of it, so an idle worker still shows progress. @defaultValue 2000
+   */
   readonly fetchExpiresMs?: number;
   /** A loop that has not ticked for this long is reported stuck. @defaultValue 3 * fetchExpiresMs + 5000 */
   readonly stuckAfterMs?: number;

@@ -226,13 +226,22 @@ describe('headers and ack subjects', () => {
 
   it('parses both ack subject forms and refuses anything else', () => {
     const ts = '1763850000123456789';
-    expect(parseAckSubject(`$JS.ACK.KV_b.c1.1.42.7.${ts}.3`)).toEqual({
+    expect(parseAckSubject(`$JS.ACK.KV_b.c1.2.42.7.${ts}.3`)).toEqual({
+      domain: '',
+      accountHash: undefined,
+      stream: 'KV_b',
+      consumer: 'c1',
+      delivered: 2,
       seq: 42,
       dseq: 7,
       ts: Number(ts),
       pending: 3,
     });
     expect(parseAckSubject(`$JS.ACK.dom.ACCHASH.KV_b.c1.1.42.7.${ts}.3.tok`)).toMatchObject({
+      domain: 'dom',
+      accountHash: 'ACCHASH',
+      stream: 'KV_b',
+      delivered: 1,
       seq: 42,
       dseq: 7,
       pending: 3,
