@@ -1,14 +1,14 @@
 // BullMQ on Redis: what a TypeScript user would pick instead of a NATS worker. The redis-server
 // comes from scripts/provision-redis-server.sh (REDIS_SERVER_BIN, PATH, or Debian's package in
-// the project cache); without one the comparison is skipped and the report says why.
+// the project cache); BullMQ and ioredis live in bench/bullmq/, installed here on first use.
+// Without either, the comparison is skipped and the report says why.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Queue, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
 import { type QueueSide, waitFor } from './queue-side.ts';
 
 async function freePort(): Promise<number> {
@@ -21,6 +21,53 @@ async function freePort(): Promise<number> {
   });
 }
 
+/** The little of BullMQ and ioredis the benchmark uses (their types are not installed with natskit). */
+interface BullQueue {
+  readonly name: string;
+  add(name: string, data: unknown, opts?: object): Promise<unknown>;
+  addBulk(jobs: { name: string; data: unknown; opts?: object }[]): Promise<unknown>;
+  obliterate(opts: { force: boolean }): Promise<void>;
+  close(): Promise<void>;
+}
+interface BullWorker {
+  waitUntilReady(): Promise<unknown>;
+  close(): Promise<void>;
+}
+interface Libraries {
+  Queue: new (name: string, opts: object) => BullQueue;
+  Worker: new (
+    name: string,
+    fn: (job: { data: unknown }) => Promise<void>,
+    opts: object,
+  ) => BullWorker;
+  Redis: new (
+    opts: object,
+  ) => {
+    on(event: string, fn: () => void): void;
+    connect(): Promise<void>;
+    ping(): Promise<string>;
+    quit(): Promise<unknown>;
+  };
+  version: string;
+}
+
+/** BullMQ and ioredis from bench/bullmq/, installed there the first time. */
+function loadLibraries(): Libraries {
+  const dir = new URL('./bullmq/', import.meta.url).pathname;
+  if (!existsSync(`${dir}node_modules/bullmq`)) {
+    console.error('installing BullMQ and ioredis into bench/bullmq/ for the comparison');
+    execFileSync('npm', ['install', '--no-audit', '--no-fund', '--no-package-lock'], {
+      cwd: dir,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+  }
+  const require = createRequire(`${dir}package.json`);
+  const bullmq = require('bullmq') as Pick<Libraries, 'Queue' | 'Worker'>;
+  const ioredis = require('ioredis') as Pick<Libraries, 'Redis'>;
+  const pkg = require('bullmq/package.json') as { version: string };
+  return { Queue: bullmq.Queue, Worker: bullmq.Worker, Redis: ioredis.Redis, version: pkg.version };
+}
+
 export interface BullmqRun extends AsyncDisposable {
   readonly side: QueueSide | undefined;
   /** Which Redis and how it persists, or why BullMQ was skipped. */
@@ -29,7 +76,9 @@ export interface BullmqRun extends AsyncDisposable {
 
 export async function startBullmq(): Promise<BullmqRun> {
   let found: string;
+  let lib: Libraries;
   try {
+    lib = loadLibraries();
     found = execFileSync('bash', ['scripts/provision-redis-server.sh'], {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -70,7 +119,7 @@ export async function startBullmq(): Promise<BullmqRun> {
     { stdio: 'ignore' },
   );
   const connection = { host: '127.0.0.1', port, maxRetriesPerRequest: null };
-  const probe = new Redis({ ...connection, lazyConnect: true, retryStrategy: () => 50 });
+  const probe = new lib.Redis({ ...connection, lazyConnect: true, retryStrategy: () => 50 });
   probe.on('error', () => undefined); // refused until redis-server listens
   for (let i = 0; i < 100; i++) {
     try {
@@ -87,7 +136,7 @@ export async function startBullmq(): Promise<BullmqRun> {
   const side: QueueSide = {
     name: 'bullmq',
     async throughput(concurrency, jobs, work) {
-      const queue = new Queue(`q${++queues}`, { connection });
+      const queue = new lib.Queue(`q${++queues}`, { connection });
       for (let i = 0; i < jobs; i += 500) {
         await queue.addBulk(
           Array.from({ length: Math.min(500, jobs - i) }, () => ({
@@ -99,7 +148,7 @@ export async function startBullmq(): Promise<BullmqRun> {
       }
       let done = 0;
       const t0 = performance.now();
-      const worker = new Worker(
+      const worker = new lib.Worker(
         queue.name,
         async () => {
           await work();
@@ -115,9 +164,9 @@ export async function startBullmq(): Promise<BullmqRun> {
       return (jobs / ms) * 1_000;
     },
     async latency(concurrency, jobs, gapMs, record) {
-      const queue = new Queue(`q${++queues}`, { connection });
+      const queue = new lib.Queue(`q${++queues}`, { connection });
       let done = 0;
-      const worker = new Worker(
+      const worker = new lib.Worker(
         queue.name,
         async (job) => {
           record(performance.now() - (job.data as { t: number }).t);
@@ -138,16 +187,11 @@ export async function startBullmq(): Promise<BullmqRun> {
   };
   return {
     side,
-    note: `BullMQ ${bullmqVersion()} with ioredis on Redis ${version} (appendonly, fsync every second)`,
+    note: `BullMQ ${lib.version} with ioredis on Redis ${version} (appendonly, fsync every second)`,
     async [Symbol.asyncDispose]() {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
       rmSync(dir, { recursive: true, force: true });
     },
   };
-}
-
-function bullmqVersion(): string {
-  const pkg = new URL('../node_modules/bullmq/package.json', import.meta.url);
-  return (JSON.parse(readFileSync(pkg, 'utf8')) as { version: string }).version;
 }
