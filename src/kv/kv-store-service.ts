@@ -145,6 +145,16 @@ export class KVStoreService implements Service {
    * share the open) and dropped from the cache when found deleted; each codec and schema gets
    * its own handle, so how one caller decodes a bucket never depends on another's call.
    */
+  bucket(
+    name: string,
+    options: BucketOptions<string> & { readonly codec: 'string' },
+  ): Promise<KvBucket<string>>;
+  bucket(
+    name: string,
+    options: BucketOptions<Uint8Array> & { readonly codec: 'bytes' },
+  ): Promise<KvBucket<Uint8Array>>;
+  /** `T` follows from a codec object or a schema when there is one; JSON (`unknown`) otherwise. */
+  bucket<T = unknown>(name: string, options?: BucketOptions<T>): Promise<KvBucket<T>>;
   async bucket<T = unknown>(name: string, options: BucketOptions<T> = {}): Promise<KvBucket<T>> {
     validateBucket(name);
     this.#assertOpen('bucket');

@@ -15,7 +15,15 @@ export function bindRegistration(
     onActivation?.(instance);
     return instance;
   };
-  if ('useClass' in r && r.useClass !== undefined) {
+  if ('useClass' in r && r.useClass !== undefined && r.inject !== undefined) {
+    // Decorator-free: the constructor gets the listed tokens, in order.
+    const cls = r.useClass as new (...args: unknown[]) => unknown;
+    const tokens = r.inject;
+    bind
+      .toDynamicValue((ctx) => new cls(...tokens.map((t) => ctx.get(t as symbol))))
+      .inSingletonScope()
+      .onActivation(track);
+  } else if ('useClass' in r && r.useClass !== undefined) {
     bind.to(r.useClass).inSingletonScope().onActivation(track);
   } else if ('useFactory' in r && r.useFactory !== undefined) {
     const factory = r.useFactory;

@@ -62,7 +62,22 @@ export function checkInjections(
   registrations: readonly (ServiceRegistration | ScopedRegistration)[],
 ): void {
   for (const r of registrations) {
-    if ('useClass' in r && typeof r.useClass === 'function') classMetadata(r.useClass, r.token);
+    if (!('useClass' in r) || typeof r.useClass !== 'function') continue;
+    if (r.inject === undefined) {
+      classMetadata(r.useClass as Newable, r.token);
+      continue;
+    }
+    // With `inject`, one token per constructor parameter: fewer leaves one undefined.
+    const missing: number[] = [];
+    for (let i = r.inject.length; i < r.useClass.length; i++) missing.push(i);
+    if (missing.length > 0) {
+      const name = tokenName(r.token);
+      throw new NatskitError(
+        'INJECTION_MISSING',
+        `${name}: inject lists ${r.inject.length} token(s) but the constructor of ${r.useClass.name || 'the class'} takes ${r.useClass.length}; parameter${missing.length === 1 ? '' : 's'} at index ${missing.join(', ')} would be undefined`,
+        { service: name, details: { parameters: missing } },
+      );
+    }
   }
 }
 
@@ -71,7 +86,10 @@ function injectedTokens(
   registration: ServiceRegistration,
 ): { token: unknown; optional: boolean }[] {
   if (!('useClass' in registration) || typeof registration.useClass !== 'function') return [];
-  const metadata = classMetadata(registration.useClass, registration.token);
+  if (registration.inject !== undefined) {
+    return registration.inject.map((token) => ({ token, optional: false }));
+  }
+  const metadata = classMetadata(registration.useClass as Newable, registration.token);
   const elements = [...metadata.constructorArguments, ...metadata.properties.values()];
   return elements.flatMap((el) =>
     el.kind === ClassElementMetadataKind.unmanaged

@@ -94,6 +94,7 @@ export class ServiceHost implements AsyncDisposable {
       services,
       new Set<unknown>([LOGGER, SERVICE_HOST, ...values.map((v) => v.token)]),
     );
+    checkInjections(services);
     checkInjections(options.scoped);
     const host = create(options);
     host.#container.bind(LOGGER).toConstantValue(host.logger);

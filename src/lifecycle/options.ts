@@ -76,6 +76,15 @@ function checkRegistrations(field: string, list: unknown, timed: boolean): void 
       throw invalid(at, 'must have exactly one of useClass, useFactory, useValue');
     if ('useClass' in r && typeof r.useClass !== 'function')
       throw invalid(`${at}.useClass`, 'must be a class');
+    if ('inject' in r && r.inject !== undefined) {
+      if (!('useClass' in r)) throw invalid(`${at}.inject`, 'goes with useClass only');
+      if (!Array.isArray(r.inject)) throw invalid(`${at}.inject`, 'must be an array of tokens');
+      r.inject.forEach((t: unknown, j: number) => {
+        if (typeof t !== 'symbol' && typeof t !== 'function' && typeof t !== 'string') {
+          throw invalid(`${at}.inject[${j}]`, 'must be a token (symbol), a class or a string');
+        }
+      });
+    }
     if ('useFactory' in r && typeof r.useFactory !== 'function') {
       throw invalid(`${at}.useFactory`, 'must be a function');
     }

@@ -32,9 +32,10 @@ export function tokenName(token: unknown): string {
 }
 
 /**
- * What a service managed by the ServiceManager may implement. Every method is optional.
+ * What a service managed by the ServiceManager may implement. Every method is optional, and a
+ * class with none of them (a plain dependency) is a service too.
  */
-export interface Service {
+export type Service = object & {
   /**
    * Acquires the service's resources. The signal aborts when the start overruns its deadline or
    * the boot is abandoned; a long start should stop waiting then.
@@ -42,19 +43,28 @@ export interface Service {
   start?(signal: AbortSignal): void | Promise<void>;
   /** Releases what `start` acquired. Called once, in reverse start order. */
   stop?(): void | Promise<void>;
-  /** Reports the service's health. */
+  /** Reports the service's health (`/healthz`, `/readyz`'s detail). */
   health?(): HealthCheckResult | Promise<HealthCheckResult>;
-}
+  /** Reports whether the service still makes progress (`/livez`): `fail` gets the pod restarted. */
+  liveness?(): HealthCheckResult | Promise<HealthCheckResult>;
+};
 
 /** Lets a factory resolve other services. */
 export type ServiceFactoryContext = ResolutionContext;
+
+/** A class whose instances are `T`. */
+export type ServiceClass<T = unknown> = abstract new (...args: never[]) => T;
+
+/** The type a token resolves to. */
+export type TokenType<K> =
+  K extends Token<infer T> ? T : K extends abstract new (...args: never[]) => infer T ? T : unknown;
 
 interface RegistrationBase<T> {
   /** The token the service is resolved by; a class may be its own token. */
   readonly token: ServiceToken<T>;
   /**
-   * Tokens this service needs started before it. Constructor parameters declared with
-   * `@inject(TOKEN)` count too, without being listed here.
+   * Tokens this service needs started before it. Constructor dependencies (`inject`, or
+   * `@inject(TOKEN)`) count too, without being listed here.
    */
   readonly dependsOn?: readonly ServiceToken[];
   /** Deadline for this service's `start`. @defaultValue the manager's `startTimeoutMs` */
@@ -64,18 +74,31 @@ interface RegistrationBase<T> {
 }
 
 /**
- * How to register a service with the ServiceManager: a class (constructor parameters injected
- * with `@inject(TOKEN)`), a factory, or a ready value.
+ * How to register a service with the ServiceManager: a class, a factory, or a ready value. A
+ * class gets its constructor arguments from `inject` (one token per parameter, in order: no
+ * decorators needed) or, without it, from `@inject(TOKEN)` on each parameter.
  */
 export type ServiceRegistration<T = unknown> = RegistrationBase<T> &
   (
-    | { readonly useClass: Newable<T>; readonly useFactory?: never; readonly useValue?: never }
+    | {
+        readonly useClass: new (...args: never[]) => T;
+        /** The tokens of the constructor's parameters, in order. */
+        readonly inject?: readonly ServiceToken<unknown>[];
+        readonly useFactory?: never;
+        readonly useValue?: never;
+      }
     | {
         readonly useFactory: (context: ServiceFactoryContext) => T;
         readonly useClass?: never;
         readonly useValue?: never;
+        readonly inject?: never;
       }
-    | { readonly useValue: T; readonly useClass?: never; readonly useFactory?: never }
+    | {
+        readonly useValue: T;
+        readonly useClass?: never;
+        readonly useFactory?: never;
+        readonly inject?: never;
+      }
   );
 
 /** A per-scope service: one instance per scope, disposed with the scope. */
@@ -83,3 +106,31 @@ export type ScopedRegistration<T = unknown> = Omit<
   ServiceRegistration<T>,
   'dependsOn' | 'startTimeoutMs' | 'stopTimeoutMs'
 >;
+
+type Types<I> = { readonly [J in keyof I]: TokenType<I[J]> };
+type TokensFor<P> = { readonly [J in keyof P]: ServiceToken<P[J]> };
+
+/**
+ * One registration checked: the class must create the token's type, a value must be of it, and
+ * `inject`'s tokens must fit the constructor's parameters. Factories are not checked here.
+ */
+export type CheckRegistration<R> = R extends { readonly token: infer K }
+  ? R extends { readonly useClass: infer C extends abstract new (...args: never[]) => unknown }
+    ? [InstanceType<C>] extends [TokenType<K>]
+      ? R extends { readonly inject: infer I }
+        ? [Types<I>] extends [ConstructorParameters<C>]
+          ? R
+          : Omit<R, 'inject'> & { readonly inject: TokensFor<ConstructorParameters<C>> }
+        : R
+      : Omit<R, 'useClass'> & { readonly useClass: ServiceClass<TokenType<K>> }
+    : R extends { readonly useValue: infer V }
+      ? [V] extends [TokenType<K>]
+        ? R
+        : Omit<R, 'token'> & { readonly token: K extends symbol ? Token<V> : ServiceClass<V> }
+      : R
+  : R;
+
+/** Every registration of a list checked (see {@link CheckRegistration}). */
+export type CheckRegistrations<S extends readonly unknown[]> = {
+  readonly [K in keyof S]: CheckRegistration<S[K]>;
+};

@@ -1,5 +1,10 @@
 import { SERVICE_HOST, ServiceHost } from '../lifecycle/host.js';
-import type { Token } from '../lifecycle/service.js';
+import type {
+  CheckRegistrations,
+  ScopedRegistration,
+  ServiceRegistration,
+  Token,
+} from '../lifecycle/service.js';
 import { resolveOptions, type ServiceManagerOptions } from './options.js';
 
 /**
@@ -25,8 +30,19 @@ export class ServiceManager extends ServiceHost {
    * service threw (e.g. `AUTH_FAILED`), or `SERVICE_START_FAILED` for any other error; `service`
    * names the service, `cause` is what it threw, `details.rollbackErrors` holds any stop that
    * failed then.
+   *
+   * Registrations are checked by the compiler: a `useClass` must create its token's type, a
+   * `useValue` must be of it, and `inject` must list tokens that fit the constructor.
    */
-  static async start(options: ServiceManagerOptions = {}): Promise<ServiceManager> {
+  static async start<
+    const S extends readonly ServiceRegistration[] = readonly [],
+    const C extends readonly ScopedRegistration[] = readonly [],
+  >(
+    options: ServiceManagerOptions & {
+      readonly services?: S & CheckRegistrations<S>;
+      readonly scoped?: C & CheckRegistrations<C>;
+    } = {},
+  ): Promise<ServiceManager> {
     return await ServiceHost.launch(resolveOptions(options), (o) => new ServiceManager(o));
   }
 }
