@@ -9,15 +9,26 @@
 #
 # Fetching never changes the machine's apt configuration: it uses its own source list, lists and
 # cache directories below the cache, and takes the mirror URI from the machine's own apt sources.
-# The cache is $NATSKIT_SERVER_CACHE or .nats-server/ in the project (git-ignored); binaries land
-# in <cache>/<version>/nats-server, which is where natskit/testing looks for them.
+# The cache is $NATSKIT_SERVER_CACHE, else .nats-server/ in natskit's own checkout (git-ignored),
+# else ~/.cache/natskit/nats-server ($XDG_CACHE_HOME) when natskit is installed as a dependency;
+# binaries land in <cache>/<version>/nats-server, which is where natskit/testing looks for them.
 #
 # Usage: scripts/provision-nats-server.sh [modern] [compat]   (default: both)
+#        npx natskit-provision [modern] [compat]              (in a project that depends on natskit)
 # Prints one line per kind: "<kind> <version> <path>".
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="${NATSKIT_SERVER_CACHE:-$root/.nats-server}"
+# Run as `npx natskit-provision` the script may be reached through a symlink in node_modules/.bin.
+self="$(readlink -f "${BASH_SOURCE[0]}")"
+root="$(cd "$(dirname "$self")/.." && pwd)"
+# In natskit's own checkout the cache is the git-ignored .nats-server/; installed as a dependency,
+# the user's cache (natskit/testing looks in both).
+if [ -d "$root/.git" ]; then
+  default_cache="$root/.nats-server"
+else
+  default_cache="${XDG_CACHE_HOME:-$HOME/.cache}/natskit/nats-server"
+fi
+cache="${NATSKIT_SERVER_CACHE:-$default_cache}"
 compat_suite="${NATSKIT_COMPAT_SUITE:-bookworm}"
 modern_suites="${NATSKIT_MODERN_SUITES:-testing unstable}"
 kinds=("$@")

@@ -70,7 +70,18 @@ async function main(): Promise<number> {
       level: process.env.LOG_LEVEL === undefined ? 'error' : (process.env.LOG_LEVEL as 'info'),
     },
     health: true,
+    // Ctrl-C (SIGINT) or SIGTERM: stop gracefully (running jobs finish or go back to the queue),
+    // then exit; the private nats-server and its files go with the process.
+    handleSignals: true,
     nats: { servers, name: 'natskit-demo' },
+  });
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () =>
+      console.log(`\n${signal}: stopping gracefully (running jobs finish, the rest stay queued)`),
+    );
+  }
+  app.onStateChange((state) => {
+    if (state === 'stopped') console.log('stopped');
   });
   console.log(`probes at ${app.probeUrl} (/livez /readyz /healthz)`);
   const streams = app.get(StreamService);

@@ -39,6 +39,7 @@ async function main(): Promise<void> {
   await using server = process.env.NATS_URL ? undefined : await startNatsServer();
   await using app = await ServiceManager.start({
     logger: { level: 'error' },
+    handleSignals: true, // Ctrl-C stops gracefully, then exits
     nats: { servers: process.env.NATS_URL ?? server?.url ?? '' },
     scoped: [
       { token: JobContext, useClass: JobContext },

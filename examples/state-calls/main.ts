@@ -12,6 +12,7 @@ async function main(): Promise<void> {
   await using server = process.env.NATS_URL ? undefined : await startNatsServer();
   await using app = await ServiceManager.start({
     logger: { level: 'error' },
+    handleSignals: true, // Ctrl-C stops gracefully, then exits
     nats: { servers: process.env.NATS_URL ?? server?.url ?? '' },
     kv: { stateBucket: `example_state_${Date.now().toString(36)}` },
   });

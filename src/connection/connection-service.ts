@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AuthorizationError,
   connect,
@@ -194,21 +195,7 @@ export class ConnectionService implements Service {
     if (o.connection) {
       nc = o.connection;
     } else {
-      const client = toClientOptions(o);
-      try {
-        nc = await connect(client);
-      } catch (err) {
-        const auth =
-          err instanceof AuthorizationError || err instanceof UserAuthenticationExpiredError;
-        const servers = o.servers.map(redactUrl).join(', ');
-        throw new NatskitError(
-          auth ? 'AUTH_FAILED' : 'CONNECTION_FAILED',
-          auth
-            ? `the NATS server at ${servers} refused the credentials (${err instanceof Error ? err.name : 'error'})`
-            : `could not connect to NATS at ${servers}: ${err instanceof Error ? err.message : String(err)}`,
-          { cause: err },
-        );
-      }
+      nc = await this.#connect(signal);
     }
     this.#nc = nc;
     try {
@@ -230,6 +217,38 @@ export class ConnectionService implements Service {
       },
       'connected',
     );
+  }
+
+  /** Connects; with `waitForFirstConnect`, tries again until a server answers or `signal` aborts. */
+  async #connect(signal: AbortSignal): Promise<NatsConnection> {
+    const o = this.#options;
+    const client = toClientOptions(o);
+    const servers = o.servers.map(redactUrl).join(', ');
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const nc = await connect(client);
+        if (attempt > 1)
+          this.#log.info({ attempts: attempt }, 'connected after waiting for a server');
+        return nc;
+      } catch (err) {
+        const auth =
+          err instanceof AuthorizationError || err instanceof UserAuthenticationExpiredError;
+        const failure = new NatskitError(
+          auth ? 'AUTH_FAILED' : 'CONNECTION_FAILED',
+          auth
+            ? `the NATS server at ${servers} refused the credentials (${err instanceof Error ? err.name : 'error'})`
+            : `could not connect to NATS at ${servers}: ${err instanceof Error ? err.message : String(err)}${attempt > 1 ? ` (${attempt} attempts)` : ''}`,
+          { cause: err, details: { attempts: attempt } },
+        );
+        if (auth || !o.waitForFirstConnect || signal.aborted) throw failure;
+        if (attempt === 1 || attempt % 10 === 0) {
+          this.#log.warn({ servers, attempts: attempt }, 'no NATS server yet; waiting for one');
+        }
+        const waitMs = o.reconnectTimeWaitMs + Math.random() * o.reconnectJitterMs;
+        await sleep(waitMs, undefined, { signal }).catch(() => undefined);
+        if (signal.aborted) throw failure;
+      }
+    }
   }
 
   /** Stops following the connection, and closes it unless it was handed in. */

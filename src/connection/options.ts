@@ -64,6 +64,13 @@ export interface ConnectionOptions {
    * @defaultValue 5000
    */
   readonly requestTimeoutMs?: number;
+  /**
+   * When no server answers at start, keep trying (every `reconnectTimeWaitMs` plus jitter) until
+   * one does, within the service's start deadline (`startTimeoutMs`, 30 s by default), instead of
+   * failing at once: for containers that may start before NATS. Refused credentials still fail at
+   * once. @defaultValue false
+   */
+  readonly waitForFirstConnect?: boolean;
   /** An existing connection to use; natskit never closes it. */
   readonly connection?: NatsConnection;
 }
@@ -85,6 +92,7 @@ export const CONNECTION_DEFAULTS = Object.freeze({
   reconnectGraceMs: 30_000,
   drainTimeoutMs: 10_000,
   requestTimeoutMs: 5_000,
+  waitForFirstConnect: false,
 });
 
 /** Removes `user:password@` from a URL, for messages and logs. */

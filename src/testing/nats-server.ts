@@ -79,15 +79,36 @@ export interface ServerProcessConfig extends NatsServerOptions {
 }
 
 const live = new Set<ChildProcess>();
-let exitHookInstalled = false;
+const dirs = new Set<string>();
+let hooksInstalled = false;
 
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // A test process that exits without disposing its servers must not leave them running.
-  process.once('exit', () => {
-    for (const child of live) child.kill('SIGKILL');
-  });
+/** Kills every server this process started and removes their files; synchronous (exit-safe). */
+function cleanUpAll(): void {
+  for (const child of live) child.kill('SIGKILL');
+  live.clear();
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  dirs.clear();
+}
+
+const EXIT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+function onSignal(signal: NodeJS.Signals): void {
+  // The app handles the signal itself (handleSignals, a test runner): it exits when it is done,
+  // and the exit hook cleans up then, after a graceful stop against a server still running.
+  if (process.listenerCount(signal) > 1) return;
+  // Nobody else: do what the signal would have done, without leaving servers or files behind.
+  cleanUpAll();
+  for (const s of EXIT_SIGNALS) process.off(s, onSignal);
+  process.kill(process.pid, signal);
+}
+
+function installHooks(): void {
+  if (hooksInstalled) return;
+  hooksInstalled = true;
+  // A process that exits (or is ended by a signal) without disposing its servers must leave
+  // neither servers nor temp directories behind.
+  process.once('exit', cleanUpAll);
+  for (const s of EXIT_SIGNALS) process.on(s, onSignal);
 }
 
 function quote(value: string): string {
@@ -119,6 +140,7 @@ export class NatsServerProcess implements NatsServerHandle {
     this.serverName = options.serverName ?? 'natskit-test';
     this.#port = options.port ?? -1;
     this.#dir = mkdtempSync(join(tmpdir(), 'natskit-nats-'));
+    dirs.add(this.#dir);
     this.storeDir = join(this.#dir, 'store');
   }
 
@@ -174,10 +196,15 @@ export class NatsServerProcess implements NatsServerHandle {
   async start(): Promise<void> {
     if (this.#disposed) throw new NatskitError('INVALID_STATE', 'the test server was disposed');
     if (this.#child) return;
-    installExitHook();
+    installHooks();
     const confFile = join(this.#dir, 'server.conf');
     writeFileSync(confFile, this.#config());
-    const child = spawn(this.#binary, ['-c', confFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Its own process group: a terminal's Ctrl-C reaches the app, which may then stop gracefully
+    // against a server still running; the server ends with the app (the hooks above).
+    const child = spawn(this.#binary, ['-c', confFile], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
     this.#child = child;
     live.add(child);
     const onData = (chunk: Buffer) => {
@@ -297,6 +324,7 @@ export class NatsServerProcess implements NatsServerHandle {
     } finally {
       this.#disposed = true;
       rmSync(this.#dir, { recursive: true, force: true });
+      dirs.delete(this.#dir);
     }
   }
 }

@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { accessSync, constants, readdirSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { NatskitError } from '../errors/natskit-error.js';
 
@@ -45,21 +46,29 @@ export function compareVersions(a: string, b: string): number {
   return 0;
 }
 
-/** The folder where the project's provisioning script caches binaries (`<cache>/<version>/nats-server`). */
-export function serverCacheDir(): string {
-  return process.env.NATSKIT_SERVER_CACHE ?? join(process.cwd(), '.nats-server');
+/**
+ * The folders where the provisioning script caches binaries (`<cache>/<version>/nats-server`):
+ * `NATSKIT_SERVER_CACHE` when set; else `.nats-server/` in the current folder (natskit's own
+ * checkout) and the user cache `~/.cache/natskit/nats-server` (`XDG_CACHE_HOME`), where
+ * `npx natskit-provision` puts them in a project that depends on natskit.
+ */
+export function serverCacheDirs(): string[] {
+  if (process.env.NATSKIT_SERVER_CACHE) return [process.env.NATSKIT_SERVER_CACHE];
+  const xdg = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
+  return [join(process.cwd(), '.nats-server'), join(xdg, 'natskit', 'nats-server')];
 }
 
 function cached(): string[] {
-  const dir = serverCacheDir();
-  try {
-    return readdirSync(dir)
-      .filter((name) => /^\d+\.\d+\.\d+$/.test(name))
-      .sort((a, b) => compareVersions(b, a))
-      .map((name) => join(dir, name, 'nats-server'));
-  } catch {
-    return [];
-  }
+  return serverCacheDirs().flatMap((dir) => {
+    try {
+      return readdirSync(dir)
+        .filter((name) => /^\d+\.\d+\.\d+$/.test(name))
+        .sort((a, b) => compareVersions(b, a))
+        .map((name) => join(dir, name, 'nats-server'));
+    } catch {
+      return [];
+    }
+  });
 }
 
 function onPath(): string[] {
@@ -96,9 +105,9 @@ export function findNatsServerBinary(wanted: NatsServerVersion = 'modern'): Nats
   const need = wanted === '2.9' ? 'a 2.9.x nats-server' : 'nats-server 2.12 or newer';
   throw new NatskitError(
     'TEST_SERVER_FAILED',
-    `no ${need} found (looked at ${wanted === '2.9' ? 'NATS_SERVER_COMPAT_BIN' : 'NATS_SERVER_BIN'}, PATH and ${serverCacheDir()}` +
+    `no ${need} found (looked at ${wanted === '2.9' ? 'NATS_SERVER_COMPAT_BIN' : 'NATS_SERVER_BIN'}, PATH and ${serverCacheDirs().join(', ')}` +
       `${tried.length > 0 ? `; found only ${tried.join(', ')}` : ''}). ` +
-      'Run `npm run provision` in the natskit repository (it fetches one on Debian-like machines), ' +
+      `Run \`npx natskit-provision ${wanted === '2.9' ? 'compat' : 'modern'}\` in your project (it fetches Debian's nats-server package into your user cache, on machines with apt), ` +
       `or install ${need} and set ${wanted === '2.9' ? 'NATS_SERVER_COMPAT_BIN' : 'NATS_SERVER_BIN'} to its path.`,
   );
 }

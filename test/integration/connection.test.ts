@@ -1,3 +1,5 @@
+import { createServer } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { connect } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -7,9 +9,11 @@ import {
   ServiceManager,
 } from '../../src/index.js';
 import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
+import { NatsServerProcess } from '../../src/testing/nats-server.js';
 import { makeTestCertificates } from '../support/certs.js';
 import { captureLogs } from '../support/log-capture.js';
 
+const quiet = { logger: { level: 'silent' as const } };
 const SECRET_TOKEN = 'tok-s3cr3t-4f9a';
 const SECRET_PASSWORD = 'pw-s3cr3t-77c1';
 
@@ -185,5 +189,47 @@ describe('ConnectionService status and capabilities', () => {
     );
     expect(NatskitError.is(err, 'INVALID_OPTIONS')).toBe(true);
     expect((err as Error).message).toContain('nats.servers');
+  });
+});
+
+describe('waiting for the first connection', () => {
+  it('waitForFirstConnect starts once a server appears; without it the start fails at once; the start deadline bounds the wait', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const srv = createServer();
+      srv.listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as { port: number }).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    const url = `nats://127.0.0.1:${port}`;
+    const quick = { servers: url, reconnectTimeWaitMs: 100, reconnectJitterMs: 50 };
+
+    const t0 = performance.now();
+    const failed = await ServiceManager.start({ ...quiet, nats: quick }).catch((e: unknown) => e);
+    expect(NatskitError.is(failed, 'CONNECTION_FAILED')).toBe(true);
+    expect(performance.now() - t0).toBeLessThan(3_000);
+
+    const timedOut = await ServiceManager.start({
+      ...quiet,
+      startTimeoutMs: 700,
+      nats: { ...quick, waitForFirstConnect: true },
+    }).catch((e: unknown) => e);
+    expect(NatskitError.is(timedOut, 'SERVICE_START_TIMEOUT')).toBe(true);
+    expect((timedOut as NatskitError).service).toBe('ConnectionService');
+
+    // The app starts first; the server comes up 1.5 s later, on the port the app was given.
+    const late = new NatsServerProcess({ port });
+    const starting = ServiceManager.start({
+      ...quiet,
+      nats: { ...quick, waitForFirstConnect: true },
+    });
+    await sleep(1_500);
+    await late.start();
+    try {
+      await using app = await starting;
+      expect(app.get(ConnectionService).status.state).toBe('connected');
+    } finally {
+      await late[Symbol.asyncDispose]();
+    }
   });
 });
