@@ -49,7 +49,7 @@ export type {
 } from './kv/bucket-config.js';
 export type { Codec, StandardSchemaResult, StandardSchemaV1 } from './kv/codec.js';
 export { bytesCodec, jsonCodec, stringCodec } from './kv/codec.js';
-export type { BucketOptions, KVStoreOptions } from './kv/kv-store-service.js';
+export type { BucketOptions, KVStoreOptions, UntypedValue } from './kv/kv-store-service.js';
 export { KVStoreService } from './kv/kv-store-service.js';
 export { maxKeyBytes } from './kv/names.js';
 export type {

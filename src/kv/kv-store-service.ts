@@ -31,6 +31,12 @@ import type {
   TxResult,
 } from './types.js';
 
+/**
+ * The value type of a transaction on a bucket opened without a type: `any`, as from `JSON.parse`.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: an untyped bucket's values, the way JSON.parse types them
+export type UntypedValue = any;
+
 /** Options of a bucket handle. */
 export interface BucketOptions<T> {
   /** @defaultValue 'json' */
@@ -326,9 +332,11 @@ export class KVStoreService implements Service {
 
   /**
    * Runs `fn` as an optimistic transaction on one bucket; see {@link KvBucket.transaction}.
-   * Returns `{ value, attempts, revisions }`.
+   * Returns `{ value, attempts, revisions }`. Without a type, values read are `any`, as
+   * `JSON.parse` gives them; for checked types annotate the handle (`async (tx: Tx<number>) =>`:
+   * the result type is still inferred) or use a typed handle (`kv.bucket<number>(name)`).
    */
-  async transaction<T = unknown, R = unknown>(
+  async transaction<T = UntypedValue, R = unknown>(
     bucket: string,
     fn: (tx: Tx<T>) => Promise<R> | R,
     options?: TxOptions,

@@ -1,5 +1,5 @@
 // Compile-time tests of bucket handles' value types (see registrations.ts).
-import { jsonCodec, type KVStoreService, type StandardSchemaV1 } from 'natskit';
+import { jsonCodec, type KVStoreService, type StandardSchemaV1, type Tx } from 'natskit';
 
 declare const kv: KVStoreService;
 declare const orderSchema: StandardSchemaV1<unknown, { id: string; total: number }>;
@@ -26,4 +26,25 @@ export async function buckets(): Promise<void> {
   const any = await kv.bucket('misc'); // JSON of unknown shape
   const v: unknown = await any.get('k');
   void [note, wrong, blob, total, n, v];
+}
+
+export async function transactions(): Promise<void> {
+  // As the KV guide writes it: untyped values, the result type inferred.
+  const r = await kv.transaction('bank', async (tx) => {
+    const [from, to] = await tx.getMany(['alice', 'bob']);
+    if ((from ?? 0) < 10) return false;
+    await tx.put('alice', (from ?? 0) - 10);
+    await tx.put('bob', (to ?? 0) + 10);
+    return true;
+  });
+  const ok: boolean = r.value;
+  // Checked: an annotated handle fixes T and still infers the result.
+  const typed = await kv.transaction('bank', async (tx: Tx<number>) => {
+    const n = (await tx.get('alice')) ?? 0;
+    // @ts-expect-error a number bucket takes numbers
+    await tx.put('alice', 'ten');
+    return n;
+  });
+  const n: number = typed.value;
+  void [ok, n];
 }
