@@ -18,7 +18,10 @@ rmSync(work, { recursive: true, force: true });
 mkdirSync(join(project, 'snippets'), { recursive: true });
 
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
-const tarball = run('npm', ['pack', '--silent', '--pack-destination', work], root).trim().split('\n').at(-1);
+const tarball = run('npm', ['pack', '--silent', '--pack-destination', work], root)
+  .trim()
+  .split('\n')
+  .at(-1);
 console.log(`packed ${tarball}`);
 const typescript7 = pkg.devDependencies.typescript;
 writeFileSync(
@@ -80,7 +83,12 @@ function blocks(file) {
   return out;
 }
 
-const docs = ['README.md', ...readdirSync(join(root, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+const docs = [
+  'README.md',
+  ...readdirSync(join(root, 'docs'))
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => `docs/${f}`),
+];
 const origin = new Map();
 let count = 0;
 for (const doc of docs) {
@@ -93,10 +101,15 @@ for (const doc of docs) {
   }
 }
 for (const f of readdirSync(join(root, 'test', 'types'))) {
-  writeFileSync(join(project, 'snippets', `types_${f}`), readFileSync(join(root, 'test', 'types', f)));
+  writeFileSync(
+    join(project, 'snippets', `types_${f}`),
+    readFileSync(join(root, 'test', 'types', f)),
+  );
   origin.set(`types_${f}`, `test/types/${f}`);
 }
-console.log(`${count} snippets from ${docs.length} documents, and ${origin.size - count} type tests`);
+console.log(
+  `${count} snippets from ${docs.length} documents, and ${origin.size - count} type tests`,
+);
 
 let failed = false;
 for (const [label, tsc] of [
@@ -112,7 +125,11 @@ for (const [label, tsc] of [
     console.error(`${label}: errors`);
     for (const line of out.split('\n').filter(Boolean)) {
       const m = /^snippets\/([^(]+)\((\d+),(\d+)\)(.*)$/.exec(line);
-      console.error(m ? `  ${origin.get(m[1]) ?? m[1]} (+${Number(m[2]) - 1} lines, col ${m[3]})${m[4]}` : `  ${line}`);
+      console.error(
+        m
+          ? `  ${origin.get(m[1]) ?? m[1]} (+${Number(m[2]) - 1} lines, col ${m[3]})${m[4]}`
+          : `  ${line}`,
+      );
     }
   }
 }
