@@ -31,6 +31,23 @@ export type {
 } from './connection/connection-service.js';
 export { ConnectionService } from './connection/connection-service.js';
 export type { ConnectionOptions, ConnectionTlsOptions } from './connection/options.js';
+export type {
+  EndpointCallOptions,
+  EndpointClient,
+  EndpointClientOptions,
+} from './endpoints/client.js';
+export { endpointClient } from './endpoints/client.js';
+export type { EndpointsRegistration } from './endpoints/endpoints.js';
+export { endpoint, endpoints } from './endpoints/endpoints.js';
+export { endpointError } from './endpoints/protocol.js';
+export type {
+  AnyEndpoint,
+  EndpointDefinition,
+  EndpointGroupHandle,
+  EndpointRequest,
+  EndpointServiceOptions,
+  EndpointStats,
+} from './endpoints/types.js';
 export type { NatskitErrorOptions } from './errors/natskit-error.js';
 export { ErrorCode, NatskitAggregateError, NatskitError } from './errors/natskit-error.js';
 export type {
@@ -47,7 +64,7 @@ export type {
   BucketPlacement,
   DriftPolicy,
 } from './kv/bucket-config.js';
-export type { Codec, StandardSchemaResult, StandardSchemaV1 } from './kv/codec.js';
+export type { Codec } from './kv/codec.js';
 export { bytesCodec, jsonCodec, stringCodec } from './kv/codec.js';
 export type { BucketOptions, KVStoreOptions, UntypedValue } from './kv/kv-store-service.js';
 export { KVStoreService } from './kv/kv-store-service.js';
@@ -91,6 +108,7 @@ export type { ServiceManagerOptions } from './manager/options.js';
 export { SERVICE_MANAGER, ServiceManager } from './manager/service-manager.js';
 export { natsModule } from './nats/nats-module.js';
 export type { RetryOptions } from './retry/retry.js';
+export type { StandardSchemaResult, StandardSchemaV1 } from './schema/standard-schema.js';
 export type { ConfigDifference, EnsureStreamResult } from './stream/stream-config.js';
 export type {
   PublishExpectations,

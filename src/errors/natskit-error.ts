@@ -71,6 +71,13 @@ export const ErrorCode = {
   VALIDATION_FAILED: 'VALIDATION_FAILED',
   /** A stored value could not be decoded (corrupt JSON...); `details` has key and revision. */
   DECODE_FAILED: 'DECODE_FAILED',
+  /**
+   * A request to an endpoint was answered with a service error (`Nats-Service-Error-Code`):
+   * `details.status` is the code (400 invalid request, 503 busy or stopping...), `details.description`
+   * the server's text. Thrown by the endpoint client; thrown by a handler (`endpointError()`) to
+   * answer with that code.
+   */
+  REQUEST_FAILED: 'REQUEST_FAILED',
   /** The test harness could not start or control a nats-server. */
   TEST_SERVER_FAILED: 'TEST_SERVER_FAILED',
 } as const;

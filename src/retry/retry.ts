@@ -77,6 +77,8 @@ export interface WithRetryOptions {
   readonly signal?: AbortSignal | undefined;
   /** Counts the retries, for metrics. */
   readonly counter?: RetryCounter | undefined;
+  /** Which failures another attempt may cure. @defaultValue isTransient */
+  readonly isRetryable?: ((err: unknown) => boolean) | undefined;
 }
 
 /**
@@ -86,7 +88,7 @@ export interface WithRetryOptions {
  */
 export async function withRetry<T>(
   fn: (attempt: number) => Promise<T>,
-  { what, retry: options, signal, counter }: WithRetryOptions,
+  { what, retry: options, signal, counter, isRetryable = isTransient }: WithRetryOptions,
 ): Promise<T> {
   const o = { ...RETRY_DEFAULTS, ...options };
   let attempts = 1;
@@ -96,7 +98,7 @@ export async function withRetry<T>(
     try {
       return await fn(1);
     } catch (err) {
-      if (o.retries <= 0 || !isTransient(err)) throw err;
+      if (o.retries <= 0 || !isRetryable(err)) throw err;
       if (counter) counter.retries++;
       // The connection is back: nothing to wait for.
       if (!(err instanceof RequestInterruptedError)) {
@@ -115,9 +117,9 @@ export async function withRetry<T>(
         factor: o.factor,
         randomize: true,
         ...(signal ? { signal } : {}),
-        shouldRetry: ({ error }) => isTransient(error),
+        shouldRetry: ({ error }) => isRetryable(error),
         onFailedAttempt: ({ error, retriesLeft }) => {
-          if (counter && retriesLeft > 0 && isTransient(error)) counter.retries++;
+          if (counter && retriesLeft > 0 && isRetryable(error)) counter.retries++;
         },
       },
     );
@@ -125,7 +127,7 @@ export async function withRetry<T>(
     if (signal?.aborted) {
       throw new NatskitError('ABORTED', `${what} was aborted`, { cause: signal.reason });
     }
-    if (isTransient(err)) {
+    if (isRetryable(err)) {
       throw new NatskitError(
         'NATS_UNAVAILABLE',
         `${what} failed after ${attempts} attempt(s): ${(err as Error).message}`,

@@ -40,6 +40,7 @@ describe('NatskitError', () => {
         'SERVICE_STOP_TIMEOUT',
         'SHUTDOWN_FAILED',
         'TEST_SERVER_FAILED',
+        'REQUEST_FAILED',
       ].sort(),
     );
     for (const [key, value] of Object.entries(ErrorCode)) expect(value).toBe(key);

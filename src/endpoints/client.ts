@@ -1,0 +1,123 @@
+import {
+  type Msg,
+  type NatsConnection,
+  NoRespondersError,
+  headers as natsHeaders,
+  RequestError,
+} from '@nats-io/transport-node';
+import type { ConnectionService } from '../connection/connection-service.js';
+import { NatskitError } from '../errors/natskit-error.js';
+import { type RetryOptions, withRetry } from '../retry/retry.js';
+import { type StandardSchemaV1, validate } from '../schema/standard-schema.js';
+import { SERVICE_ERROR, SERVICE_ERROR_CODE } from './protocol.js';
+
+/** Options of an {@link endpointClient}. */
+export interface EndpointClientOptions<Res> {
+  /** How long one attempt waits for the reply. @defaultValue the connection's requestTimeoutMs, or 5000 */
+  readonly timeoutMs?: number;
+  /**
+   * Retries when no instance answers (no responders) or one answered 503 (busy, stopping: the
+   * request was not run). A timeout is not retried: the request may have run. `false`: one attempt.
+   * @defaultValue RETRY_DEFAULTS (5 retries, 100 ms to 2 s)
+   */
+  readonly retry?: RetryOptions | false;
+  /** Validates each reply. */
+  readonly schema?: StandardSchemaV1<unknown, Res>;
+}
+
+/** Per-call options of {@link EndpointClient.request}. */
+export interface EndpointCallOptions {
+  readonly signal?: AbortSignal;
+  readonly timeoutMs?: number;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+/** Calls one endpoint: JSON in, JSON out, service errors as `REQUEST_FAILED`. */
+export interface EndpointClient<Req, Res> {
+  readonly subject: string;
+  /**
+   * @throws NatskitError `REQUEST_FAILED` (`details.status`: the service's error code),
+   * `NATS_UNAVAILABLE` (no instance answered through every retry, or a timeout), `ABORTED`,
+   * `VALIDATION_FAILED` (a reply that fails the schema).
+   */
+  request(data: Req, options?: EndpointCallOptions): Promise<Res>;
+}
+
+/** A 503 reply: not run, another attempt may find a free instance. */
+class ServiceUnavailable extends Error {}
+
+const retryable = (err: unknown) =>
+  err instanceof ServiceUnavailable ||
+  err instanceof NoRespondersError ||
+  (err instanceof RequestError && err.isNoResponders());
+
+/**
+ * A typed client for an endpoint. `connection` is the ConnectionService (`app.get(ConnectionService)`)
+ * or any NatsConnection.
+ */
+export function endpointClient<Req = unknown, Res = unknown>(
+  connection: ConnectionService | NatsConnection,
+  subject: string,
+  options: EndpointClientOptions<Res> = {},
+): EndpointClient<Req, Res> {
+  const nc = () => ('nc' in connection ? connection.nc : connection);
+  const defaultTimeout =
+    options.timeoutMs ?? ('requestTimeoutMs' in connection ? connection.requestTimeoutMs : 5_000);
+  const decoder = new TextDecoder();
+  const read = (m: Msg): unknown => {
+    const code = m.headers?.get(SERVICE_ERROR_CODE);
+    const description = m.headers?.get(SERVICE_ERROR) ?? '';
+    if (code) {
+      const status = Number(code);
+      if (status === 503) throw new ServiceUnavailable(description);
+      let body: unknown;
+      try {
+        body = m.data.length ? JSON.parse(decoder.decode(m.data)) : undefined;
+      } catch {
+        body = undefined;
+      }
+      throw new NatskitError('REQUEST_FAILED', `${subject} answered ${status}: ${description}`, {
+        details: { subject, status, description, ...(body === undefined ? {} : { body }) },
+      });
+    }
+    return m.data.length ? JSON.parse(decoder.decode(m.data)) : undefined;
+  };
+  return {
+    subject,
+    async request(data, call = {}) {
+      const h = call.headers ? natsHeaders() : undefined;
+      for (const [k, v] of Object.entries(call.headers ?? {})) h?.set(k, v);
+      const payload = data === undefined ? undefined : JSON.stringify(data);
+      let reply: unknown;
+      try {
+        reply = await withRetry(
+          async () =>
+            read(
+              await nc().request(subject, payload, {
+                timeout: call.timeoutMs ?? defaultTimeout,
+                ...(h ? { headers: h } : {}),
+              }),
+            ),
+          {
+            what: `request to ${subject}`,
+            retry: options.retry === false ? { retries: 0 } : options.retry,
+            signal: call.signal,
+            isRetryable: retryable,
+          },
+        );
+      } catch (err) {
+        const last = (err as { cause?: unknown }).cause;
+        if (NatskitError.is(err, 'NATS_UNAVAILABLE') && last instanceof ServiceUnavailable) {
+          throw new NatskitError('REQUEST_FAILED', `${subject} answered 503: ${last.message}`, {
+            cause: err,
+            details: { subject, status: 503, description: last.message },
+          });
+        }
+        throw err;
+      }
+      return options.schema
+        ? await validate(options.schema, reply, { label: `reply from ${subject}` })
+        : (reply as Res);
+    },
+  };
+}

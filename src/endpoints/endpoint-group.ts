@@ -1,0 +1,293 @@
+import { performance } from 'node:perf_hooks';
+import { type Msg, type NatsConnection, nuid, type Subscription } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+import { positiveInt } from '../config/validate.js';
+import type { HealthCheckResult, Service } from '../lifecycle/service.js';
+import { validate } from '../schema/standard-schema.js';
+import { withDeadline } from '../timing/deadline.js';
+import {
+  controlSubjects,
+  DEFAULT_QUEUE,
+  type Identity,
+  infoResponse,
+  pingResponse,
+  respondError,
+  statsResponse,
+  statusOf,
+  VERBS,
+} from './protocol.js';
+import type {
+  AnyEndpoint,
+  EndpointGroupHandle,
+  EndpointServiceOptions,
+  EndpointStats,
+} from './types.js';
+
+/** One endpoint while it runs: its subscription, its slots and queue, its counters. */
+interface Running {
+  readonly name: string;
+  readonly subject: string;
+  readonly queue: string;
+  readonly def: AnyEndpoint;
+  readonly concurrency: number;
+  readonly maxPending: number;
+  readonly pending: Msg[];
+  /** Requests being handled, and whether each was answered already. */
+  readonly running: Map<Msg, { answered: boolean }>;
+  sub: Subscription | undefined;
+  active: number;
+  requests: number;
+  errors: number;
+  /** Nanoseconds spent handling. */
+  timeNs: number;
+  lastError: string | undefined;
+}
+
+const decoder = new TextDecoder();
+
+/**
+ * The endpoints of one service instance on the NATS service protocol. Started after the services
+ * it injects and stopped before them; on stop it takes no new request (its subscriptions are
+ * drained, so what the server already sent is still handled), lets the accepted ones finish
+ * until `drainTimeoutMs`, then aborts their signals and answers those still waiting with 503.
+ */
+export class EndpointGroup implements Service, EndpointGroupHandle {
+  readonly name: string;
+  readonly version: string;
+  #id = '';
+  #started = '';
+  readonly #nc: () => NatsConnection;
+  readonly #log: Logger;
+  readonly #o: EndpointServiceOptions<readonly never[]>;
+  readonly #services: readonly unknown[];
+  readonly #abort = new AbortController();
+  #endpoints: Running[] = [];
+  #control: Subscription[] = [];
+  #stopping = false;
+  #idle: () => void = () => undefined;
+
+  constructor(
+    nc: () => NatsConnection,
+    logger: Logger,
+    options: EndpointServiceOptions<readonly never[]>,
+    services: readonly unknown[],
+  ) {
+    this.#nc = nc;
+    this.#o = options;
+    this.#services = services;
+    this.name = options.name;
+    this.version = options.version;
+    this.#log = logger.child({ service: `endpoints:${options.name}` });
+  }
+
+  get id(): string {
+    return this.#id;
+  }
+
+  get inFlight(): number {
+    return this.#endpoints.reduce((n, e) => n + e.active + e.pending.length, 0);
+  }
+
+  #identity(): Identity {
+    return {
+      name: this.name,
+      id: this.#id,
+      version: this.version,
+      metadata: this.#o.metadata ?? {},
+    };
+  }
+
+  stats(): readonly EndpointStats[] {
+    return this.#endpoints.map((e) => ({
+      name: e.name,
+      subject: e.subject,
+      queue_group: e.queue,
+      num_requests: e.requests,
+      num_errors: e.errors,
+      processing_time: e.timeNs,
+      average_processing_time: e.requests > 0 ? Math.round(e.timeNs / e.requests) : 0,
+      ...(e.lastError === undefined ? {} : { last_error: e.lastError }),
+    }));
+  }
+
+  start(): void {
+    const nc = this.#nc();
+    this.#id = nuid.next();
+    this.#started = new Date().toISOString();
+    const defs = (this.#o.endpoints as (...s: readonly unknown[]) => Record<string, AnyEndpoint>)(
+      ...this.#services,
+    );
+    this.#endpoints = Object.entries(defs).map(([name, def]) => ({
+      name,
+      subject: def.subject ?? `${this.name}.${name}`,
+      queue: def.queue ?? this.#o.queue ?? DEFAULT_QUEUE,
+      def,
+      concurrency: positiveInt(`endpoints ${name} concurrency`, def.concurrency, 64),
+      maxPending:
+        def.maxPending === 0
+          ? 0
+          : positiveInt(`endpoints ${name} maxPending`, def.maxPending, 1_000),
+      pending: [],
+      running: new Map(),
+      sub: undefined,
+      active: 0,
+      requests: 0,
+      errors: 0,
+      timeNs: 0,
+      lastError: undefined,
+    }));
+    for (const e of this.#endpoints) {
+      e.sub = nc.subscribe(e.subject, {
+        queue: e.queue,
+        callback: (err, msg) => {
+          if (err) this.#log.error({ err, endpoint: e.name }, 'endpoint subscription failed');
+          else this.#accept(e, msg);
+        },
+      });
+    }
+    const answers = {
+      PING: () => pingResponse(this.#identity()),
+      INFO: () =>
+        infoResponse(
+          this.#identity(),
+          this.#o.description ?? '',
+          this.#endpoints.map((e) => ({
+            name: e.name,
+            subject: e.subject,
+            queue_group: e.queue,
+            metadata: e.def.metadata ?? {},
+          })),
+        ),
+      STATS: () => statsResponse(this.#identity(), this.#started, this.stats()),
+    };
+    for (const verb of VERBS) {
+      for (const subject of controlSubjects(verb, this.name, this.#id)) {
+        this.#control.push(
+          nc.subscribe(subject, {
+            callback: (err, msg) => {
+              if (!err) msg.respond(JSON.stringify(answers[verb]()));
+            },
+          }),
+        );
+      }
+    }
+    this.#log.info(
+      { id: this.#id, endpoints: this.#endpoints.map((e) => e.subject) },
+      'endpoints listening',
+    );
+  }
+
+  /** A request delivered to this instance: run it, queue it, or say 503 when full. */
+  #accept(e: Running, msg: Msg): void {
+    if (e.active < e.concurrency) {
+      void this.#run(e, msg);
+    } else if (e.pending.length < e.maxPending) {
+      e.pending.push(msg);
+    } else {
+      e.requests++;
+      e.errors++;
+      e.lastError = 'busy';
+      respondError(msg, 503, 'busy: too many requests waiting; try again');
+    }
+  }
+
+  async #run(e: Running, msg: Msg): Promise<void> {
+    e.active++;
+    const state = { answered: false };
+    e.running.set(msg, state);
+    const t0 = performance.now();
+    try {
+      let data: unknown;
+      try {
+        data = msg.data.length === 0 ? undefined : JSON.parse(decoder.decode(msg.data));
+      } catch {
+        this.#fail(e, msg, 400, 'the request is not valid JSON');
+        return;
+      }
+      if (e.def.schema) {
+        try {
+          data = await validate(e.def.schema, data, { label: `request to ${e.subject}` });
+        } catch (err) {
+          const issues = (err as { details?: { issues?: unknown } }).details?.issues;
+          this.#fail(e, msg, 400, (err as Error).message, { issues });
+          return;
+        }
+      }
+      const result = await e.def.handler({
+        data,
+        subject: msg.subject,
+        headers: msg.headers,
+        signal: this.#abort.signal,
+      });
+      if (state.answered) return; // answered at the drain deadline
+      msg.respond(result === undefined ? undefined : JSON.stringify(result));
+    } catch (err) {
+      if (state.answered) return;
+      const { status, description } = statusOf(err);
+      if (status >= 500) this.#log.error({ err, endpoint: e.name }, 'endpoint handler failed');
+      const body = (err as { details?: { body?: unknown } }).details?.body;
+      this.#fail(e, msg, status, description, body);
+    } finally {
+      e.requests++;
+      e.timeNs += Math.round((performance.now() - t0) * 1e6);
+      e.active--;
+      e.running.delete(msg);
+      const next = e.pending.shift();
+      if (next) void this.#run(e, next);
+      else if (this.inFlight === 0) this.#idle();
+    }
+  }
+
+  #fail(e: Running, msg: Msg, status: number, description: string, body?: unknown): void {
+    e.errors++;
+    e.lastError = description;
+    respondError(msg, status, description, body);
+  }
+
+  /** Takes no new request, lets the accepted ones finish (until the drain deadline), then leaves. */
+  async stop(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    // Draining answers the server's UNSUB; what it sent before still reaches #accept.
+    await Promise.all(this.#endpoints.map((e) => e.sub?.drain().catch(() => undefined)));
+    if (this.inFlight > 0) {
+      const idle = new Promise<void>((resolve) => {
+        this.#idle = resolve;
+      });
+      await withDeadline(idle, this.#o.drainTimeoutMs ?? 10_000);
+    }
+    this.#abort.abort();
+    let refused = 0;
+    let cut = 0;
+    for (const e of this.#endpoints) {
+      // Never run: 503, which the client helper retries elsewhere.
+      for (const msg of e.pending.splice(0)) {
+        refused++;
+        this.#fail(e, msg, 503, 'stopping: try again');
+      }
+      // Running past the deadline: it may have done its work, so not 503 (no blind retry).
+      for (const [msg, state] of e.running) {
+        if (state.answered) continue;
+        state.answered = true;
+        cut++;
+        this.#fail(e, msg, 500, 'the service stopped before this request finished');
+      }
+    }
+    for (const sub of this.#control) sub.unsubscribe();
+    await this.#nc()
+      .flush()
+      .catch(() => undefined);
+    this.#log.info({ id: this.#id, refused, cut }, 'endpoints stopped');
+  }
+
+  /** `warn` while an endpoint's queue is over half full. */
+  health(): HealthCheckResult {
+    const crowded = this.#endpoints.filter((e) => e.pending.length > e.maxPending / 2);
+    return crowded.length > 0
+      ? {
+          status: 'warn',
+          output: `requests waiting: ${crowded.map((e) => `${e.name} ${e.pending.length}`).join(', ')}`,
+        }
+      : { status: 'pass', observedValue: this.inFlight, observedUnit: 'requests in flight' };
+  }
+}

@@ -1,0 +1,56 @@
+import { ConnectionService } from '../connection/connection-service.js';
+import { createToken, type ServiceRegistration, type ServiceToken } from '../lifecycle/service.js';
+import { LOGGER } from '../lifecycle/tokens.js';
+import { EndpointGroup } from './endpoint-group.js';
+import { checkIdentity } from './protocol.js';
+import type { EndpointDefinition, EndpointGroupHandle, EndpointServiceOptions } from './types.js';
+
+/** A registration for `services`, with the token of the running endpoints. */
+export type EndpointsRegistration = ServiceRegistration<EndpointGroupHandle> & {
+  readonly token: ServiceToken<EndpointGroupHandle>;
+};
+
+/**
+ * Request/reply endpoints on the NATS service protocol, as a service of the ServiceManager: it
+ * starts after the connection and the services it injects, and stops (draining) before them.
+ * Standard tooling finds it (`$SRV.PING`, `nats micro ls`); instances of one name share the
+ * requests in a queue group.
+ *
+ * @example
+ * ```ts
+ * const ordersApi = endpoints({
+ *   name: 'orders', version: '1.0.0', inject: [OrdersDb],
+ *   endpoints: (db) => ({
+ *     get: endpoint({ schema: GetOrder, handler: ({ data }) => db.find(data.id) }),
+ *   }),
+ * });
+ * await ServiceManager.start({ nats, services: [{ token: OrdersDb, useClass: OrdersDb }, ordersApi] });
+ * ```
+ */
+export function endpoints<const I extends readonly ServiceToken[] = readonly []>(
+  options: EndpointServiceOptions<I>,
+): EndpointsRegistration {
+  checkIdentity(options?.name, options?.version);
+  const token = options.token ?? createToken<EndpointGroupHandle>(`endpoints:${options.name}`);
+  const inject: readonly ServiceToken[] = options.inject ?? [];
+  return {
+    token,
+    useFactory: (ctx) => {
+      const connection = ctx.get(ConnectionService);
+      return new EndpointGroup(
+        () => connection.nc,
+        ctx.get(LOGGER),
+        options as unknown as EndpointServiceOptions<readonly never[]>,
+        inject.map((t) => ctx.get(t as symbol)),
+      );
+    },
+    dependsOn: [ConnectionService, ...inject],
+  };
+}
+
+/** One endpoint with its request type inferred from its schema (the identity, for the types). */
+export function endpoint<Req = unknown, Res = unknown>(
+  definition: EndpointDefinition<Req, Res>,
+): EndpointDefinition<Req, Res> {
+  return definition;
+}

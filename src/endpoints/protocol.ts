@@ -1,0 +1,117 @@
+import { type Msg, headers as natsHeaders } from '@nats-io/transport-node';
+import { NatskitError } from '../errors/natskit-error.js';
+import type { EndpointStats } from './types.js';
+
+/**
+ * The NATS service protocol (ADR-32, "micro" v1), as @nats-io/services and the `nats` CLI speak
+ * it: endpoints answer in a queue group; `$SRV.PING|INFO|STATS`, `.<name>` and `.<name>.<id>`
+ * answer discovery; errors travel in two headers.
+ */
+export const SERVICE_ERROR = 'Nats-Service-Error';
+export const SERVICE_ERROR_CODE = 'Nats-Service-Error-Code';
+export const DEFAULT_QUEUE = 'q';
+
+export type Verb = 'PING' | 'INFO' | 'STATS';
+export const VERBS: readonly Verb[] = ['PING', 'INFO', 'STATS'];
+
+/** `$SRV.<verb>`, `$SRV.<verb>.<name>` and `$SRV.<verb>.<name>.<id>`: the three an instance answers. */
+export function controlSubjects(verb: Verb, name: string, id: string): string[] {
+  return [`$SRV.${verb}`, `$SRV.${verb}.${name}`, `$SRV.${verb}.${name}.${id}`];
+}
+
+const NAME = /^[-\w]+$/;
+const SEMVER = /^\d+\.\d+\.\d+(?:-[\w.-]+)?(?:\+[\w.-]+)?$/;
+
+/** Throws `INVALID_OPTIONS` unless the name and version follow the protocol's rules. */
+export function checkIdentity(name: unknown, version: unknown): void {
+  if (typeof name !== 'string' || !NAME.test(name)) {
+    throw new NatskitError(
+      'INVALID_OPTIONS',
+      `endpoints name ${JSON.stringify(name)}: use letters, digits, - and _`,
+      { details: { field: 'name' } },
+    );
+  }
+  if (typeof version !== 'string' || !SEMVER.test(version)) {
+    throw new NatskitError(
+      'INVALID_OPTIONS',
+      `endpoints version ${JSON.stringify(version)} must be semver (1.0.0)`,
+      { details: { field: 'version' } },
+    );
+  }
+}
+
+/** What identifies an instance in every discovery answer. */
+export interface Identity {
+  readonly name: string;
+  readonly id: string;
+  readonly version: string;
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+export function pingResponse(i: Identity): object {
+  return { type: 'io.nats.micro.v1.ping_response', ...i };
+}
+
+export function infoResponse(
+  i: Identity,
+  description: string,
+  endpoints: readonly {
+    name: string;
+    subject: string;
+    queue_group: string;
+    metadata: Readonly<Record<string, string>>;
+  }[],
+): object {
+  return { type: 'io.nats.micro.v1.info_response', ...i, description, endpoints };
+}
+
+export function statsResponse(
+  i: Identity,
+  started: string,
+  endpoints: readonly EndpointStats[],
+): object {
+  return { type: 'io.nats.micro.v1.stats_response', ...i, started, endpoints };
+}
+
+/** Answers `msg` with a service error: the code and text in the headers, details in the body. */
+export function respondError(msg: Msg, status: number, description: string, body?: unknown): void {
+  const h = natsHeaders();
+  h.set(SERVICE_ERROR_CODE, String(status));
+  // A header value is one line.
+  h.set(SERVICE_ERROR, description.replace(/[\r\n]+/g, ' '));
+  msg.respond(body === undefined ? undefined : JSON.stringify(body), { headers: h });
+}
+
+/**
+ * An error a handler throws to answer with a service error code (400, 404, 409...): the client
+ * sees `REQUEST_FAILED` with `details.status`.
+ */
+export function endpointError(status: number, message: string, details?: unknown): NatskitError {
+  return new NatskitError('REQUEST_FAILED', message, {
+    details: { status, description: message, ...(details === undefined ? {} : { body: details }) },
+  });
+}
+
+/** The status a handler's error is answered with: its own, or a natskit code's meaning. */
+export function statusOf(err: unknown): { status: number; description: string } {
+  if (NatskitError.is(err)) {
+    const d = err.details as { status?: unknown } | undefined;
+    if (err.code === 'REQUEST_FAILED' && typeof d?.status === 'number') {
+      return { status: d.status, description: err.message };
+    }
+    const byCode: Partial<Record<string, number>> = {
+      VALIDATION_FAILED: 400,
+      INVALID_KEY: 400,
+      INVALID_VALUE: 400,
+      VALUE_TOO_LARGE: 413,
+      KV_BUCKET_NOT_FOUND: 404,
+      STREAM_NOT_FOUND: 404,
+      KV_REVISION_CONFLICT: 409,
+      EXPECTATION_FAILED: 409,
+      NATS_UNAVAILABLE: 503,
+    };
+    return { status: byCode[err.code] ?? 500, description: `${err.code}: ${err.message}` };
+  }
+  // Anything else may carry internals: the reply says only that it failed (the log says more).
+  return { status: 500, description: 'internal error' };
+}
