@@ -10,7 +10,14 @@
 //   DEMO_JOBS=10000 DEMO_CONCURRENCY=32 npm run demo
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RetentionPolicy } from '@nats-io/jetstream';
-import { KVStoreService, ServiceManager, StreamService } from 'natskit';
+import {
+  ConnectionService,
+  endpointClient,
+  endpoints,
+  KVStoreService,
+  ServiceManager,
+  StreamService,
+} from 'natskit';
 import { startNatsServer } from 'natskit/testing';
 
 const JOBS = Number(process.env.DEMO_JOBS ?? 3_000);
@@ -64,6 +71,20 @@ async function main(): Promise<number> {
       ? `started a private nats-server ${server.version} at ${servers}`
       : `using NATS at ${process.env.NATS_URL}`,
   );
+  const run = Date.now().toString(36); // own names per run: safe against a shared server
+  // What the status endpoint reports, updated by the worker below.
+  const state = { processed: 0, conflicts: 0, inFlight: 0 };
+  const statusApi = endpoints({
+    name: 'natskit-demo',
+    version: '1.0.0',
+    description: 'the job-queue demo: progress of this run',
+    endpoints: () => ({
+      status: {
+        subject: `demo-status.${run}`, // not under the stream's subjects (demo.<run>.>)
+        handler: () => ({ jobs: JOBS, ...state }),
+      },
+    }),
+  });
   await using app = await ServiceManager.start({
     // Failed first deliveries are part of the show (logged as warnings): LOG_LEVEL=warn to see them.
     logger: {
@@ -74,6 +95,7 @@ async function main(): Promise<number> {
     // then exit; the private nats-server and its files go with the process.
     handleSignals: true,
     nats: { servers, name: 'natskit-demo' },
+    services: [statusApi], // request/reply on the NATS service protocol: `nats micro ls` finds it
   });
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () =>
@@ -86,7 +108,6 @@ async function main(): Promise<number> {
   console.log(`probes at ${app.probeUrl} (/livez /readyz /healthz)`);
   const streams = app.get(StreamService);
   const kv = app.get(KVStoreService);
-  const run = Date.now().toString(36); // own names per run: safe against a shared server
   const stream = `DEMO_${run}`;
   await streams.ensureStream({
     name: stream,
@@ -120,8 +141,6 @@ async function main(): Promise<number> {
   console.log(`enqueued ${JOBS} jobs in ${Date.now() - enqueueStart} ms`);
 
   const latencies: number[] = [];
-  let conflicts = 0;
-  let processed = 0;
   let probed = false;
   const startedAt = Date.now();
   const worker = await streams.createWorker<JobData>({
@@ -148,40 +167,46 @@ async function main(): Promise<number> {
         },
         { maxAttempts: 100 },
       );
-      conflicts += r.attempts - 1;
+      state.conflicts += r.attempts - 1;
       await status.put(`job.${job.data.id}`, {
         status: 'done',
         attempts: job.deliveryCount,
         latencyMs,
       });
       latencies.push(latencyMs);
-      processed++;
+      state.processed++;
+      state.inFlight = worker.stats.inFlight;
     },
   });
   worker.start();
   let lastShown = -1;
-  while (processed < JOBS) {
+  while (state.processed < JOBS) {
     if (Date.now() - startedAt > 300_000)
-      throw new Error(`only ${processed} of ${JOBS} jobs after 300 s`);
+      throw new Error(`only ${state.processed} of ${JOBS} jobs after 300 s`);
     // A bar redrawn on every percent on a terminal; a line every 10% otherwise (CI logs).
-    const pct = Math.floor((processed / JOBS) * 100);
+    const pct = Math.floor((state.processed / JOBS) * 100);
     const step = process.stdout.isTTY ? pct : Math.floor(pct / 10) * 10;
     if (step !== lastShown && step < 100) {
-      progress(processed, startedAt);
+      progress(state.processed, startedAt);
       lastShown = step;
     }
-    if (!probed && processed >= JOBS / 2) {
+    if (!probed && state.processed >= JOBS / 2) {
       probed = true;
+      const status = endpointClient<void, { processed: number; jobs: number }>(
+        app.get(ConnectionService),
+        `demo-status.${run}`,
+      );
       const lines = await Promise.all([
         probe(app.probeUrl ?? '', '/readyz'),
         probe(app.probeUrl ?? '', '/healthz'),
+        status.request().then((r) => `status endpoint ${r.processed}/${r.jobs}`),
       ]);
       if (process.stdout.isTTY) process.stdout.write('\n');
       console.log(`while running: ${lines.join('; ')}`);
     }
     await sleep(100);
   }
-  progress(processed, startedAt, true);
+  progress(state.processed, startedAt, true);
   const elapsedS = (Date.now() - startedAt) / 1_000;
   const { naked } = await worker.stop();
 
@@ -200,7 +225,7 @@ async function main(): Promise<number> {
   );
   console.log(`  retries        ${retries} job deliveries retried after a failure`);
   console.log(
-    `  conflicts      ${conflicts} transaction conflicts retried (totals kept exact: ${done})`,
+    `  conflicts      ${state.conflicts} transaction conflicts retried (totals kept exact: ${done})`,
   );
   console.log(
     `  latency        p50 ${percentile(latencies, 0.5)} ms, p99 ${percentile(latencies, 0.99)} ms (enqueue to done)`,
