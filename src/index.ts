@@ -69,6 +69,7 @@ export { bytesCodec, jsonCodec, stringCodec } from './kv/codec.js';
 export type { BucketOptions, KVStoreOptions, UntypedValue } from './kv/kv-store-service.js';
 export { KVStoreService } from './kv/kv-store-service.js';
 export { maxKeyBytes } from './kv/names.js';
+
 export type {
   BulkPutEntry,
   BulkResult,
@@ -106,6 +107,14 @@ export { LOGGER } from './lifecycle/tokens.js';
 export type { LoggerOption, LoggerOptions } from './logging/logger.js';
 export type { ServiceManagerOptions } from './manager/options.js';
 export { SERVICE_MANAGER, ServiceManager } from './manager/service-manager.js';
+export type {
+  EndpointMetrics,
+  KvMetrics,
+  Metrics,
+  MetricsOptions,
+  WorkerMetrics,
+} from './metrics/metrics.js';
+export { METRICS } from './metrics/metrics.js';
 export { natsModule } from './nats/nats-module.js';
 export type { RetryOptions } from './retry/retry.js';
 export type { StandardSchemaResult, StandardSchemaV1 } from './schema/standard-schema.js';

@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { NatskitError } from '../errors/natskit-error.js';
 import type { HealthCheckResult, Service } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
+import { METRICS, type Metrics, NO_METRICS } from '../metrics/metrics.js';
 import { RequestInterruptedError } from '../retry/retry.js';
 import { withDeadline } from '../timing/deadline.js';
 import {
@@ -76,12 +77,16 @@ export class ConnectionService implements Service {
   #stopped = false;
   readonly #inFlight = new Set<InFlight>();
 
+  readonly #metrics: Metrics;
+
   constructor(
     @inject(CONNECTION_OPTIONS) options: ConnectionOptions,
     @inject(LOGGER) logger: Logger,
+    @inject(METRICS) metrics: Metrics = NO_METRICS,
   ) {
     this.#options = resolveConnectionOptions(options);
     this.#log = logger.child({ service: 'connection' });
+    this.#metrics = metrics;
   }
 
   /** The connection. @throws NatskitError `INVALID_STATE` before start or after stop. */
@@ -176,6 +181,7 @@ export class ConnectionService implements Service {
       server,
       since: state === this.#status.state ? this.#status.since : Date.now(),
     };
+    this.#metrics.connectionState(state === 'connected');
     const line = { state, lameDuck, server };
     if ((state === 'connected' && !lameDuck) || state === 'closed')
       this.#log.info(line, 'nats connection status');
@@ -276,6 +282,7 @@ export class ConnectionService implements Service {
           this.#set('reconnecting');
           break;
         case 'reconnect': {
+          this.#metrics.reconnect();
           const previous = this.#capabilities?.serverId;
           for (const r of this.#inFlight) {
             if (!r.lost) continue;

@@ -7,6 +7,7 @@ import {
 } from '@nats-io/transport-node';
 import type { ConnectionService } from '../connection/connection-service.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import { countingRetries, type Metrics } from '../metrics/metrics.js';
 import { type RetryOptions, withRetry } from '../retry/retry.js';
 import { type StandardSchemaV1, validate } from '../schema/standard-schema.js';
 import { SERVICE_ERROR, SERVICE_ERROR_CODE } from './protocol.js';
@@ -23,6 +24,8 @@ export interface EndpointClientOptions<Res> {
   readonly retry?: RetryOptions | false;
   /** Validates each reply. */
   readonly schema?: StandardSchemaV1<unknown, Res>;
+  /** Counts retries in `natskit_retries_total{component="endpoint-client"}` (`app.metrics`). */
+  readonly metrics?: Metrics;
 }
 
 /** Per-call options of {@link EndpointClient.request}. */
@@ -64,6 +67,9 @@ export function endpointClient<Req = unknown, Res = unknown>(
   const defaultTimeout =
     options.timeoutMs ?? ('requestTimeoutMs' in connection ? connection.requestTimeoutMs : 5_000);
   const decoder = new TextDecoder();
+  const counter = options.metrics?.enabled
+    ? countingRetries(options.metrics, 'endpoint-client')
+    : undefined;
   const read = (m: Msg): unknown => {
     const code = m.headers?.get(SERVICE_ERROR_CODE);
     const description = m.headers?.get(SERVICE_ERROR) ?? '';
@@ -103,6 +109,7 @@ export function endpointClient<Req = unknown, Res = unknown>(
             retry: options.retry === false ? { retries: 0 } : options.retry,
             signal: call.signal,
             isRetryable: retryable,
+            ...(counter ? { counter } : {}),
           },
         );
       } catch (err) {

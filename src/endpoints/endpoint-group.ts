@@ -3,6 +3,7 @@ import { type Msg, type NatsConnection, nuid, type Subscription } from '@nats-io
 import type { Logger } from 'pino';
 import { positiveInt } from '../config/validate.js';
 import type { HealthCheckResult, Service } from '../lifecycle/service.js';
+import { type EndpointMetrics, type Metrics, NO_METRICS } from '../metrics/metrics.js';
 import { validate } from '../schema/standard-schema.js';
 import { withDeadline } from '../timing/deadline.js';
 import {
@@ -41,6 +42,8 @@ interface Running {
   /** Nanoseconds spent handling. */
   timeNs: number;
   lastError: string | undefined;
+  /** Its instruments; undefined when metrics are off. */
+  readonly metrics: EndpointMetrics | undefined;
 }
 
 const decoder = new TextDecoder();
@@ -60,6 +63,7 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
   readonly #log: Logger;
   readonly #o: EndpointServiceOptions<readonly never[]>;
   readonly #services: readonly unknown[];
+  readonly #metrics: Metrics;
   readonly #abort = new AbortController();
   #endpoints: Running[] = [];
   #control: Subscription[] = [];
@@ -71,8 +75,10 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
     logger: Logger,
     options: EndpointServiceOptions<readonly never[]>,
     services: readonly unknown[],
+    metrics: Metrics = NO_METRICS,
   ) {
     this.#nc = nc;
+    this.#metrics = metrics;
     this.#o = options;
     this.#services = services;
     this.name = options.name;
@@ -135,6 +141,7 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
       errors: 0,
       timeNs: 0,
       lastError: undefined,
+      metrics: this.#metrics.enabled ? this.#metrics.endpoint(this.name, name) : undefined,
     }));
     for (const e of this.#endpoints) {
       e.sub = nc.subscribe(e.subject, {
@@ -185,9 +192,7 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
       e.pending.push(msg);
     } else {
       e.requests++;
-      e.errors++;
-      e.lastError = 'busy';
-      respondError(msg, 503, 'busy: too many requests waiting; try again');
+      this.#fail(e, msg, 503, 'busy: too many requests waiting; try again');
     }
   }
 
@@ -201,7 +206,7 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
       try {
         data = msg.data.length === 0 ? undefined : JSON.parse(decoder.decode(msg.data));
       } catch {
-        this.#fail(e, msg, 400, 'the request is not valid JSON');
+        this.#fail(e, msg, 400, 'the request is not valid JSON', undefined, t0);
         return;
       }
       if (e.def.schema) {
@@ -209,7 +214,7 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
           data = await validate(e.def.schema, data, { label: `request to ${e.subject}` });
         } catch (err) {
           const issues = (err as { details?: { issues?: unknown } }).details?.issues;
-          this.#fail(e, msg, 400, (err as Error).message, { issues });
+          this.#fail(e, msg, 400, (err as Error).message, { issues }, t0);
           return;
         }
       }
@@ -221,12 +226,13 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
       });
       if (state.answered) return; // answered at the drain deadline
       msg.respond(result === undefined ? undefined : JSON.stringify(result));
+      e.metrics?.request(200, (performance.now() - t0) / 1000);
     } catch (err) {
       if (state.answered) return;
       const { status, description } = statusOf(err);
       if (status >= 500) this.#log.error({ err, endpoint: e.name }, 'endpoint handler failed');
       const body = (err as { details?: { body?: unknown } }).details?.body;
-      this.#fail(e, msg, status, description, body);
+      this.#fail(e, msg, status, description, body, t0);
     } finally {
       e.requests++;
       e.timeNs += Math.round((performance.now() - t0) * 1e6);
@@ -238,7 +244,16 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
     }
   }
 
-  #fail(e: Running, msg: Msg, status: number, description: string, body?: unknown): void {
+  /** Answers with a service error; `t0` is when handling began (none: refused unhandled). */
+  #fail(
+    e: Running,
+    msg: Msg,
+    status: number,
+    description: string,
+    body?: unknown,
+    t0?: number,
+  ): void {
+    e.metrics?.request(status, t0 === undefined ? 0 : (performance.now() - t0) / 1000);
     e.errors++;
     e.lastError = description;
     respondError(msg, status, description, body);

@@ -1,6 +1,7 @@
 import { ConnectionService } from '../connection/connection-service.js';
 import { createToken, type ServiceRegistration, type ServiceToken } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
+import { METRICS } from '../metrics/metrics.js';
 import { EndpointGroup } from './endpoint-group.js';
 import { checkIdentity } from './protocol.js';
 import type { EndpointDefinition, EndpointGroupHandle, EndpointServiceOptions } from './types.js';
@@ -42,6 +43,7 @@ export function endpoints<const I extends readonly ServiceToken[] = readonly []>
         ctx.get(LOGGER),
         options as unknown as EndpointServiceOptions<readonly never[]>,
         inject.map((t) => ctx.get(t as symbol)),
+        ctx.get(METRICS),
       );
     },
     dependsOn: [ConnectionService, ...inject],

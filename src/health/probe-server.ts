@@ -20,6 +20,8 @@ export interface ProbeSource {
   ready(): boolean;
   /** Why not ready, for the body. */
   readyReason(): string;
+  /** The Prometheus exposition for `/metrics`, when metrics are on. */
+  readonly metrics?: (() => Promise<{ contentType: string; body: string }>) | undefined;
 }
 
 const JSON_TYPE = 'application/health+json';
@@ -74,7 +76,17 @@ export class ProbeServer {
       const report: HealthReport = await this.#source.registry.report();
       return send(res, report.status === 'fail' ? 503 : 200, report);
     }
-    send(res, 404, { status: 'fail', output: 'not found: /livez, /readyz, /healthz' });
+    if (path === '/metrics' && this.#source.metrics) {
+      const { contentType, body } = await this.#source.metrics();
+      res.writeHead(200, {
+        'content-type': contentType,
+        'cache-control': 'no-store',
+        'content-length': Buffer.byteLength(body),
+      });
+      res.end(body);
+      return;
+    }
+    send(res, 404, { status: 'fail', output: 'not found: /livez, /readyz, /healthz, /metrics' });
   }
 
   /** Listens; resolves with the base URL. */

@@ -18,6 +18,7 @@ import {
   isNoResponders,
 } from '../jetstream/api-errors.js';
 import { type HeaderList, headerBytes, msgHeaders } from '../jetstream/headers.js';
+import type { KvMetrics } from '../metrics/metrics.js';
 import { type RetryCounter, type RetryOptions, withRetry } from '../retry/retry.js';
 import { guardSubjectOf, RESERVED_PREFIX, streamOf, subjectOf } from './names.js';
 import type { KvCallOptions } from './types.js';
@@ -36,6 +37,8 @@ export interface KvContext {
   gone(bucket: string): void;
   /** True once the service stopped: calls then fail with `INVALID_STATE`. */
   stopped(): boolean;
+  /** The bucket's instruments, or undefined when metrics are off. */
+  measure(bucket: string): KvMetrics | undefined;
   /** Races a request with the loss and return of the connection (see ConnectionService). */
   resilient<R>(request: Promise<R>): Promise<R>;
 }
@@ -66,6 +69,8 @@ export class BucketState {
   readonly name: string;
   readonly stream: string;
   readonly ctx: KvContext;
+  /** This bucket's instruments; undefined when metrics are off (nothing is timed then). */
+  readonly metrics: KvMetrics | undefined;
   #config: StreamConfig;
   /** Stream updates run one at a time: each builds on the config the previous one left. */
   #mutating: Promise<unknown> = Promise.resolve();
@@ -75,6 +80,7 @@ export class BucketState {
     this.name = name;
     this.stream = streamOf(name);
     this.#config = config;
+    this.metrics = ctx.measure(name);
   }
 
   /** The stored stream config, as last read or updated. */

@@ -1,13 +1,14 @@
-import type { JsMsg, StoredMsg } from '@nats-io/jetstream';
-import type { MsgHdrs } from '@nats-io/transport-node';
+import type { StoredMsg } from '@nats-io/jetstream';
 import { NatskitError } from '../errors/natskit-error.js';
 import type { HeaderList } from '../jetstream/headers.js';
+import { outcomeOf } from '../metrics/metrics.js';
 import { bucketHealth } from './bucket-health.js';
 import type { BucketState } from './bucket-state.js';
 import { bulkDelete, bulkGet, bulkPut, ttlOf } from './bulk.js';
 import type { Codec, StandardSchemaV1 } from './codec.js';
 import { validate } from './codec.js';
 import { checkUserHeaders, isAbsent, OPERATION, userHeaders } from './headers.js';
+import { keyHistory, listKeys, listValues, toChange } from './listing.js';
 import {
   isReserved,
   keyOf,
@@ -16,7 +17,6 @@ import {
   validateKey,
   validateStoredKey,
 } from './names.js';
-import { scan } from './scan.js';
 import { type TxBackend, txBackend } from './transaction/backend.js';
 import { runTransaction } from './transaction/transaction.js';
 import type {
@@ -118,7 +118,7 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     return !m || isAbsent(m.header) ? null : m;
   }
 
-  async getEntry(key: string, options?: KvCallOptions): Promise<KvEntry<T> | null> {
+  async #getEntry(key: string, options?: KvCallOptions): Promise<KvEntry<T> | null> {
     const m = await this.#read(key, options);
     if (!m) return null;
     return {
@@ -130,92 +130,9 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     };
   }
 
-  async get(key: string, options?: KvCallOptions): Promise<T | null> {
+  async #get(key: string, options?: KvCallOptions): Promise<T | null> {
     const m = await this.#read(key, options);
     return m ? await this.decode(key, m) : null;
-  }
-
-  async keys(filter = '>'): Promise<string[]> {
-    validateFilter(filter, this.name);
-    const out: string[] = [];
-    for await (const m of this.#scan(filter, true, true)) {
-      const key = keyOf(this.name, m.subject);
-      if (!isAbsent(m.headers) && !isReserved(key)) out.push(key);
-    }
-    return out;
-  }
-
-  async getAll(filter = '>'): Promise<Map<string, T>> {
-    validateFilter(filter, this.name);
-    const out = new Map<string, T>();
-    for await (const m of this.#scan(filter, true, false)) {
-      const key = keyOf(this.name, m.subject);
-      if (isAbsent(m.headers) || isReserved(key)) continue;
-      out.set(key, await this.decode(key, m));
-    }
-    return out;
-  }
-
-  async history(key: string): Promise<KvChange<T>[]> {
-    validateStoredKey(key, this.name);
-    const out: KvChange<T>[] = [];
-    for await (const m of this.#scan(key, false, false)) out.push(await this.#change(m, false));
-    return out;
-  }
-
-  async *#scan(
-    filter: string,
-    lastPerSubject: boolean,
-    headersOnly: boolean,
-  ): AsyncGenerator<JsMsg> {
-    const { ctx } = this.state;
-    this.state.assertOpen('scan');
-    try {
-      yield* scan(ctx.jsm, ctx.js, this.state.stream, subjectOf(this.name, filter), {
-        lastPerSubject,
-        headersOnly,
-      });
-    } catch (err) {
-      throw await this.state.classify(err);
-    }
-  }
-
-  /** Decodes a watched or scanned message into a change. */
-  async #change(
-    m: {
-      subject: string;
-      seq: number;
-      data: Uint8Array;
-      headers?: MsgHdrs | undefined;
-      time: Date;
-    },
-    initial: boolean,
-  ): Promise<KvChange<T>> {
-    const key = keyOf(this.name, m.subject);
-    const created = m.time;
-    if (isAbsent(m.headers)) {
-      const op = m.headers?.get(OPERATION);
-      return { type: op === 'DEL' ? 'delete' : 'purge', key, revision: m.seq, created, initial };
-    }
-    try {
-      return {
-        type: 'put',
-        key,
-        value: await this.decode(key, m),
-        revision: m.seq,
-        created,
-        initial,
-      };
-    } catch (err) {
-      return {
-        type: 'invalid',
-        key,
-        revision: m.seq,
-        created,
-        initial,
-        error: err as NatskitError,
-      };
-    }
   }
 
   async watch(keyOrFilter = '>', options: KvWatchOptions<T> = {}): Promise<KvWatcher<T>> {
@@ -230,8 +147,9 @@ export class KvBucketImpl<T> implements KvBucket<T> {
           stream: this.state.stream,
           filter: subjectOf(this.name, keyOrFilter),
           toChange: (m, initial) =>
-            isReserved(keyOf(this.name, m.subject)) ? null : this.#change(m, initial),
+            isReserved(keyOf(this.name, m.subject)) ? null : toChange(this, m, initial),
           log: ctx.log,
+          onResume: this.state.metrics?.watchResume,
         },
         options,
       );
@@ -240,13 +158,9 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     }
   }
 
-  bulkGet(keys: readonly string[], options?: KvCallOptions): Promise<(T | null)[]> {
-    return bulkGet(this, keys, options);
-  }
-
   // ---- writes ----
 
-  async put(key: string, value: T, options: KvPutOptions = {}): Promise<number> {
+  async #put(key: string, value: T, options: KvPutOptions = {}): Promise<number> {
     const headers = checkUserHeaders(options.headers);
     const data = await this.encode(key, value);
     const ttl = ttlOf(options.ttlMs);
@@ -254,24 +168,24 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     return await this.state.write(key, data, headers, { ...options, ttl });
   }
 
-  async create(
+  async #create(
     key: string,
     value: T,
     options: Omit<KvPutOptions, 'revision'> = {},
   ): Promise<number> {
     try {
-      return await this.put(key, value, { ...options, revision: 0 });
+      return await this.#put(key, value, { ...options, revision: 0 });
     } catch (err) {
       if (!NatskitError.is(err, 'KV_REVISION_CONFLICT')) throw err;
       // A deleted, purged or expired key still has its tombstone: absent, so create may write,
       // expecting the tombstone's revision (a concurrent writer still makes this fail).
       const m = await this.state.readLast(key, options);
       if (m && !isAbsent(m.header)) throw err;
-      return await this.put(key, value, { ...options, revision: m?.seq ?? 0 });
+      return await this.#put(key, value, { ...options, revision: m?.seq ?? 0 });
     }
   }
 
-  async update(
+  async #update(
     key: string,
     value: T,
     revision: number,
@@ -282,10 +196,10 @@ export class KvBucketImpl<T> implements KvBucket<T> {
         details: { field: 'revision' },
       });
     }
-    return await this.put(key, value, { ...options, revision });
+    return await this.#put(key, value, { ...options, revision });
   }
 
-  async delete(key: string, options: KvDeleteOptions = {}): Promise<boolean> {
+  async #delete(key: string, options: KvDeleteOptions = {}): Promise<boolean> {
     validateStoredKey(key, this.name);
     for (let attempt = 1; ; attempt++) {
       const m = await this.state.readLast(key, options);
@@ -324,7 +238,7 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     }
   }
 
-  async purge(key: string, options: KvDeleteOptions = {}): Promise<void> {
+  async #purge(key: string, options: KvDeleteOptions = {}): Promise<void> {
     validateStoredKey(key, this.name);
     const h: HeaderList = [
       [OPERATION, 'PURGE'],
@@ -333,22 +247,74 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     await this.state.write(key, new Uint8Array(0), h, options);
   }
 
-  bulkPut(entries: readonly BulkPutEntry<T>[], options?: KvCallOptions): Promise<BulkResult[]> {
-    return bulkPut(this, entries, options);
+  // ---- the operations, timed when metrics are on ----
+
+  /** Runs an operation, observing its time and outcome when the bucket has instruments. */
+  #timed<R>(op: string, run: () => Promise<R>): Promise<R> {
+    const m = this.state.metrics;
+    if (!m) return run();
+    const t0 = performance.now();
+    return run().then(
+      (v) => {
+        m.operation(op, (performance.now() - t0) / 1_000, 'ok');
+        return v;
+      },
+      (err: unknown) => {
+        m.operation(op, (performance.now() - t0) / 1_000, outcomeOf(err));
+        throw err;
+      },
+    );
   }
 
+  get(key: string, options?: KvCallOptions): Promise<T | null> {
+    return this.#timed('get', () => this.#get(key, options));
+  }
+  getEntry(key: string, options?: KvCallOptions): Promise<KvEntry<T> | null> {
+    return this.#timed('get', () => this.#getEntry(key, options));
+  }
+  keys(filter = '>'): Promise<string[]> {
+    return this.#timed('keys', () => listKeys(this, filter));
+  }
+  getAll(filter = '>'): Promise<Map<string, T>> {
+    return this.#timed('get_all', () => listValues(this, filter));
+  }
+  history(key: string): Promise<KvChange<T>[]> {
+    return this.#timed('history', () => keyHistory(this, key));
+  }
+  put(key: string, value: T, options?: KvPutOptions): Promise<number> {
+    return this.#timed('put', () => this.#put(key, value, options));
+  }
+  create(key: string, value: T, options?: Omit<KvPutOptions, 'revision'>): Promise<number> {
+    return this.#timed('create', () => this.#create(key, value, options));
+  }
+  update(
+    key: string,
+    value: T,
+    revision: number,
+    options?: Omit<KvPutOptions, 'revision'>,
+  ): Promise<number> {
+    return this.#timed('update', () => this.#update(key, value, revision, options));
+  }
+  delete(key: string, options?: KvDeleteOptions): Promise<boolean> {
+    return this.#timed('delete', () => this.#delete(key, options));
+  }
+  purge(key: string, options?: KvDeleteOptions): Promise<void> {
+    return this.#timed('purge', () => this.#purge(key, options));
+  }
+  bulkGet(keys: readonly string[], options?: KvCallOptions): Promise<(T | null)[]> {
+    return this.#timed('bulk_get', () => bulkGet(this, keys, options));
+  }
+  bulkPut(entries: readonly BulkPutEntry<T>[], options?: KvCallOptions): Promise<BulkResult[]> {
+    return this.#timed('bulk_put', () => bulkPut(this, entries, options));
+  }
   bulkDelete(keys: readonly string[], options?: KvCallOptions): Promise<BulkResult[]> {
-    return bulkDelete(this.state, keys, options);
+    return this.#timed('bulk_delete', () => bulkDelete(this.state, keys, options));
   }
 
   // ---- transactions ----
 
-  async transaction<R>(
-    fn: (tx: Tx<T>) => Promise<R> | R,
-    options?: TxOptions,
-  ): Promise<TxResult<R>> {
-    this.state.assertOpen('transaction');
-    return await runTransaction(this.#backend(), fn, options);
+  transaction<R>(fn: (tx: Tx<T>) => Promise<R> | R, options?: TxOptions): Promise<TxResult<R>> {
+    return this.#timed('transaction', () => this.#transaction(fn, options));
   }
 
   async updateWith(
@@ -357,17 +323,33 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     options?: TxOptions,
   ): Promise<{ value: T; revision: number; attempts: number }> {
     validateKey(key, this.name);
-    this.state.assertOpen('updateWith');
-    const result = await runTransaction(
-      this.#backend(),
-      async (tx) => {
+    const result = await this.#timed('update_with', () =>
+      this.#transaction(async (tx) => {
         const next = await fn(await tx.get(key));
         await tx.put(key, next);
         return next;
-      },
-      options,
+      }, options),
     );
     return { value: result.value, revision: result.revisions[key] ?? 0, attempts: result.attempts };
+  }
+
+  /** Runs a transaction; counts its attempts and conflicts when metrics are on. */
+  async #transaction<R>(
+    fn: (tx: Tx<T>) => Promise<R> | R,
+    options?: TxOptions,
+  ): Promise<TxResult<R>> {
+    this.state.assertOpen('transaction');
+    const m = this.state.metrics;
+    if (!m) return await runTransaction(this.#backend(), fn, options);
+    try {
+      const result = await runTransaction(this.#backend(), fn, options);
+      m.transaction(result.attempts, 'ok');
+      return result;
+    } catch (err) {
+      const attempts = (err as { details?: { attempts?: unknown } }).details?.attempts;
+      m.transaction(typeof attempts === 'number' ? attempts : 1, outcomeOf(err));
+      throw err;
+    }
   }
 
   #backend(): TxBackend<T> {

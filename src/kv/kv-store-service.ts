@@ -6,6 +6,7 @@ import { ApiCode, closedError, isApiError, isConnectionClosed } from '../jetstre
 import type { HealthCheckResult, Service, Token } from '../lifecycle/service.js';
 import { createToken } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
+import { countingRetries, METRICS, type Metrics, NO_METRICS } from '../metrics/metrics.js';
 import type { RetryCounter, RetryOptions } from '../retry/retry.js';
 import { StreamService } from '../stream/stream-service.js';
 import { KvBucketImpl } from './bucket.js';
@@ -105,19 +106,23 @@ export class KVStoreService implements Service {
   readonly #options: KVStoreOptions;
   readonly #cache = new Map<string, CacheEntry>();
   #stopped = false;
-  /** Retries of transient errors, for metrics. */
-  readonly metrics: RetryCounter = { retries: 0 };
+  /** Retries of transient errors (also in `natskit_retries_total{component="kv"}`). */
+  readonly metrics: RetryCounter;
+  readonly #measure: Metrics;
 
   constructor(
     @inject(ConnectionService) connection: ConnectionService,
     @inject(StreamService) streams: StreamService,
     @inject(LOGGER) logger: Logger,
     @inject(KV_OPTIONS) options: KVStoreOptions,
+    @inject(METRICS) metrics: Metrics = NO_METRICS,
   ) {
     this.#connection = connection;
     this.#streams = streams;
     this.#log = logger.child({ service: 'kv' });
     this.#options = options ?? {};
+    this.#measure = metrics;
+    this.metrics = countingRetries(metrics, 'kv');
   }
 
   #context(): KvContext {
@@ -135,6 +140,7 @@ export class KVStoreService implements Service {
         this.#log.warn({ bucket }, 'bucket is gone; its cached handles were dropped');
       },
       stopped: () => this.#stopped || this.#connection.stopped,
+      measure: (bucket) => (this.#measure.enabled ? this.#measure.kv(bucket) : undefined),
       resilient: (request) => this.#connection.resilient(request),
     };
   }
@@ -198,13 +204,9 @@ export class KVStoreService implements Service {
       metrics: this.metrics,
       stopped: () => this.#stopped,
     };
+    const drift = options.drift ?? this.#options.drift ?? 'error';
     const config = options.provision
-      ? await provisionBucket(
-          c,
-          name,
-          options.provision,
-          options.drift ?? this.#options.drift ?? 'error',
-        )
+      ? await provisionBucket(c, name, options.provision, drift)
       : await bindBucket(c, name);
     if (!config.allow_direct) {
       this.#log.warn({ bucket: name }, 'bucket has no direct get; reads use the slower stream API');

@@ -6,6 +6,7 @@ import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js'
 import { HealthRegistry } from '../health/health-registry.js';
 import { ProbeServer, type ProbeSource } from '../health/probe-server.js';
 import { createRootLogger } from '../logging/logger.js';
+import { createMetrics, METRICS, type Metrics, NO_METRICS } from '../metrics/metrics.js';
 import { TIMED_OUT, withDeadline } from '../timing/deadline.js';
 import { bindRegistration } from './bind.js';
 import { checkInjections, type GraphNode, planLevels } from './graph.js';
@@ -56,6 +57,8 @@ export class ServiceHost implements AsyncDisposable {
   readonly logger: Logger;
   /** The app's health checks: every started service's `health()`, and your own. */
   readonly health = new HealthRegistry();
+  /** What natskit measures (no-ops unless `metrics` is set); `metrics.registry` takes yours too. */
+  readonly metrics: Metrics;
   readonly #options: ResolvedManagerOptions;
   readonly #container = new Container();
   readonly #started: Started[] = [];
@@ -72,6 +75,7 @@ export class ServiceHost implements AsyncDisposable {
   protected constructor(options: ResolvedManagerOptions) {
     this.#options = options;
     this.logger = createRootLogger(options.logger);
+    this.metrics = options.metrics ? createMetrics(options.metrics) : NO_METRICS;
     this.health.register(
       'process',
       () => ({ status: 'pass', observedValue: Math.round(process.uptime()), observedUnit: 's' }),
@@ -92,13 +96,14 @@ export class ServiceHost implements AsyncDisposable {
     const values = options.modules.flatMap((m) => m.values ?? []);
     const levels = planLevels(
       services,
-      new Set<unknown>([LOGGER, SERVICE_HOST, ...values.map((v) => v.token)]),
+      new Set<unknown>([LOGGER, SERVICE_HOST, METRICS, ...values.map((v) => v.token)]),
     );
     checkInjections(services);
     checkInjections(options.scoped);
     const host = create(options);
     host.#container.bind(LOGGER).toConstantValue(host.logger);
     host.#container.bind(SERVICE_HOST).toConstantValue(host);
+    host.#container.bind(METRICS).toConstantValue(host.metrics);
     for (const v of values) host.#container.bind(v.token).toConstantValue(v.value);
     for (const r of services) bindRegistration(host.#container, r);
     if (options.health) {
@@ -148,6 +153,12 @@ export class ServiceHost implements AsyncDisposable {
       registry: this.health,
       ready: () => this.#notReady() === undefined,
       readyReason: () => this.#notReady() ?? 'ready',
+      metrics: this.metrics.registry
+        ? async () => {
+            const registry = this.metrics.registry as NonNullable<Metrics['registry']>;
+            return { contentType: registry.contentType, body: await registry.metrics() };
+          }
+        : undefined,
     };
   }
 

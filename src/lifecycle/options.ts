@@ -2,6 +2,7 @@ import { checkMs } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import type { ProbeServerOptions } from '../health/probe-server.js';
 import { LOG_LEVELS, type LoggerOption } from '../logging/logger.js';
+import { checkMetricsOptions, type MetricsOptions } from '../metrics/metrics.js';
 import type { ServiceModule } from './module.js';
 import type { ScopedRegistration, ServiceRegistration } from './service.js';
 
@@ -30,6 +31,11 @@ export interface HostOptions {
   readonly signal?: AbortSignal;
   /** Serve HTTP probes (`/livez`, `/readyz`, `/healthz`); `true` for the defaults. */
   readonly health?: ProbeServerOptions | boolean;
+  /**
+   * Prometheus metrics on the probe server's `/metrics` (which then runs, with the `health`
+   * defaults when `health` is not set); `true` for the defaults. @defaultValue off
+   */
+  readonly metrics?: MetricsOptions | boolean;
 }
 
 /** The defaults of {@link HostOptions}. */
@@ -52,6 +58,7 @@ export interface ResolvedManagerOptions {
   readonly signal: AbortSignal | undefined;
   readonly modules: readonly ServiceModule[];
   readonly health: ProbeServerOptions | undefined;
+  readonly metrics: MetricsOptions | undefined;
 }
 
 function invalid(field: string, why: string): NatskitError {
@@ -120,6 +127,7 @@ export function resolveManagerOptions(options: HostOptions): ResolvedManagerOpti
       );
     }
   }
+  checkMetricsOptions(options.metrics);
   if (
     options.modules !== undefined &&
     !(
@@ -148,6 +156,11 @@ export function resolveManagerOptions(options: HostOptions): ResolvedManagerOpti
     logger,
     signal: options.signal,
     modules: [...(options.modules ?? [])],
-    health: options.health === true ? {} : options.health || undefined,
+    metrics: options.metrics === true ? {} : options.metrics || undefined,
+    // Metrics are served by the probe server: it runs for them too.
+    health:
+      options.health === true || (options.metrics && !options.health)
+        ? {}
+        : options.health || undefined,
   } as ResolvedManagerOptions;
 }

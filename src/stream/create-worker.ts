@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { checkMs, positiveInt } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { ApiCode, isApiError } from '../jetstream/api-errors.js';
+import type { Metrics } from '../metrics/metrics.js';
 import { sameValue } from './stream-config.js';
 import { JobWorker, type Worker, type WorkerOptions } from './worker.js';
 
@@ -57,6 +58,7 @@ export interface WorkerContext {
   readonly requestTimeoutMs: number;
   readonly logger: Logger;
   readonly onStopped: () => void;
+  readonly metrics: Metrics;
 }
 
 /**
@@ -108,5 +110,6 @@ export async function createWorker<T>(
     concurrency,
     logger: ctx.logger,
     onStopped: ctx.onStopped,
+    metrics: ctx.metrics.enabled ? ctx.metrics.worker(options.stream, options.consumer) : undefined,
   });
 }

@@ -17,6 +17,7 @@ import { ApiCode, closedError, isApiError, isConnectionClosed } from '../jetstre
 import { msgHeaders } from '../jetstream/headers.js';
 import type { HealthCheckResult, Service } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
+import { countingRetries, METRICS, type Metrics, NO_METRICS } from '../metrics/metrics.js';
 import { type RetryCounter, type RetryOptions, withRetry } from '../retry/retry.js';
 import { createWorker } from './create-worker.js';
 import { type EnsureStreamResult, ensureStreamConfig } from './stream-config.js';
@@ -84,15 +85,19 @@ export class StreamService implements Service {
   #jsm: JetStreamManager | undefined;
   #lastError: string | undefined;
   #stopped = false;
-  /** Retries of transient errors, for metrics. */
-  readonly metrics: RetryCounter & { published: number } = { retries: 0, published: 0 };
+  /** Retries of transient errors (also in `natskit_retries_total{component="stream"}`). */
+  readonly metrics: RetryCounter & { published: number };
+  readonly #measure: Metrics;
 
   constructor(
     @inject(ConnectionService) connection: ConnectionService,
     @inject(LOGGER) logger: Logger,
+    @inject(METRICS) metrics: Metrics = NO_METRICS,
   ) {
     this.#connection = connection;
     this.#log = logger.child({ service: 'stream' });
+    this.#measure = metrics;
+    this.metrics = Object.assign(countingRetries(metrics, 'stream'), { published: 0 });
   }
 
   async start(): Promise<void> {
@@ -249,6 +254,7 @@ export class StreamService implements Service {
           requestTimeoutMs: this.#connection.requestTimeoutMs,
           logger: this.#log,
           onStopped: () => this.#workers.delete(worker as Worker<unknown>),
+          metrics: this.#measure,
         },
         options,
       );

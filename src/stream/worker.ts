@@ -2,6 +2,7 @@ import type { JsMsg } from '@nats-io/jetstream';
 import type { MsgHdrs, NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { NatskitError } from '../errors/natskit-error.js';
+import type { WorkerMetrics } from '../metrics/metrics.js';
 import { withDeadline } from '../timing/deadline.js';
 import type { JobMsg } from './job-msg.js';
 import { PullLoop } from './pull-loop.js';
@@ -112,6 +113,8 @@ export interface WorkerSetup {
   readonly concurrency: number;
   readonly logger: Logger;
   readonly onStopped: () => void;
+  /** The worker's instruments; undefined when metrics are off (nothing is timed then). */
+  readonly metrics: WorkerMetrics | undefined;
 }
 
 /** @internal created by {@link createWorker}. */
@@ -267,6 +270,7 @@ export class JobWorker<T> implements Worker<T> {
       run.settled = true;
       msg.term('payload could not be decoded');
       this.stats.terminated++;
+      this.#setup.metrics?.job('terminated');
       this.#log.error({ err, seq: msg.seq }, 'job payload could not be decoded; terminated');
       return;
     }
@@ -278,11 +282,15 @@ export class JobWorker<T> implements Worker<T> {
       deliveryCount: msg.info.deliveryCount,
       msg,
     };
+    const m = this.#setup.metrics;
+    if (m && job.deliveryCount > 1) m.redelivered();
+    const began = m ? performance.now() : 0;
     try {
       await this.#o.handler(job, run.ac.signal);
       if (run.settled) return; // naked at the drain deadline: never ack after that
       run.settled = true;
       this.stats.processed++;
+      m?.job('processed', (performance.now() - began) / 1000);
       // The slot frees now: the next pull overlaps the ack's round trip. Stop waits for it.
       const confirmed: Promise<void> = msg
         .ackAck()
@@ -292,6 +300,7 @@ export class JobWorker<T> implements Worker<T> {
             // The job ran; the server did not confirm the ack (its consumer gone, a lost reply):
             // it may be delivered again.
             this.stats.ackFailures++;
+            m?.ackFailed();
             this.#log.warn(
               { err, seq: job.seq },
               'ack not confirmed; the job may be delivered again',
@@ -303,7 +312,9 @@ export class JobWorker<T> implements Worker<T> {
     } catch (err) {
       if (run.settled) return;
       run.settled = true;
+      const seconds = (performance.now() - began) / 1000;
       if (job.deliveryCount >= this.#setup.maxDeliver) {
+        m?.job('terminated', seconds);
         msg.term(`failed ${job.deliveryCount} times`);
         this.stats.terminated++;
         this.#log.error(
@@ -314,6 +325,7 @@ export class JobWorker<T> implements Worker<T> {
         const delay = (this.#o.retryDelayMs ?? defaultDelay)(job.deliveryCount);
         msg.nak(delay);
         this.stats.failed++;
+        m?.job('failed', seconds);
         this.#log.warn(
           { err, seq: job.seq, deliveries: job.deliveryCount, retryInMs: delay },
           'job failed; will retry',
@@ -352,6 +364,7 @@ export class JobWorker<T> implements Worker<T> {
       run.ac.abort(new NatskitError('ABORTED', `worker ${this.name} is stopping`));
       run.msg.nak(); // no delay: another worker takes it at once
       naked++;
+      this.#setup.metrics?.job('naked');
     }
     this.stats.nakedOnStop += naked;
     clearInterval(this.#heartbeatTimer);

@@ -46,6 +46,8 @@ export interface LiveOptions {
   /** Stops the generator (it then returns). */
   readonly signal: AbortSignal;
   readonly log: Logger;
+  /** Called each time a broken consumer is replaced (reconnect, node lost, consumer deleted). */
+  readonly onResume?: (() => void) | undefined;
 }
 
 /** Restarts after a fault are spaced like this (ms), with jitter, and never give up. */
@@ -301,6 +303,7 @@ export class LiveConsumer implements Live {
             'watch consumer replaced',
           );
           fruitless = g.dseq === 0 ? fruitless + 1 : 0;
+          o.onResume?.();
           if (fruitless === 5) {
             o.log.warn(
               { stream: o.stream, reason: g.broken },

@@ -21,6 +21,8 @@ export interface WatchSource<T> {
   readonly filter: string;
   readonly toChange: ToChange<T>;
   readonly log: Logger;
+  /** Called each time a consumer of the watch is replaced after a fault. */
+  readonly onResume?: (() => void) | undefined;
 }
 
 /** How many messages a fresh consumer would deliver (its `num_pending` at creation is exact). */
@@ -68,7 +70,7 @@ export class Watch<T> implements KvWatcher<T> {
 
   /** Validates the options, pins the start, opens the consumers, reads the first initial entries. */
   static async start<T>(source: WatchSource<T>, options: KvWatchOptions<T>): Promise<Watch<T>> {
-    const { jsm, nc, stream, filter, log } = source;
+    const { jsm, nc, stream, filter, log, onResume } = source;
     const include = options.include ?? 'last';
     const bufferSize = positiveInt('watch bufferSize', options.bufferSize, 256);
     const from = options.fromRevision;
@@ -96,7 +98,7 @@ export class Watch<T> implements KvWatcher<T> {
             startSeq,
           );
     const abort = new AbortController();
-    const common = { stream, filter, bufferSize, signal: abort.signal, log };
+    const common = { stream, filter, bufferSize, signal: abort.signal, log, onResume };
     const snapshot = snapshotMode
       ? await LiveConsumer.open(nc, jsm, { ...common, startSeq: 1, snapshotUpTo: pinned ?? 0 })
       : undefined;
