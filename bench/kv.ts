@@ -1,6 +1,8 @@
 // natskit vs the raw @nats-io/kv client, on the same fresh nats-server, in one run.
 // P1 get/put p50 latency (target natskit/raw <= 1.05), P2 bulkPut of 10k keys vs raw puts with
 // 256 in flight (target >= 2x), P3 bulkGet of 1000 keys vs raw gets with 256 in flight (>= 4x).
+// P1 runs a third side too: an app with Prometheus metrics on (every operation timed and counted),
+// which must stay within 1.05x raw as well.
 // Run: npm run bench   (BENCH_ROUNDS=3 by default; the median round is reported)
 import { jetstream } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
@@ -19,6 +21,12 @@ async function main(): Promise<void> {
     nats: { servers: server.url },
   });
   const kv = app.get(KVStoreService);
+  await using metered = await ServiceManager.start({
+    logger: { level: 'warn' },
+    nats: { servers: server.url },
+    metrics: true,
+  });
+  const kvMetered = metered.get(KVStoreService);
   const nc = await connect({ servers: server.url });
   const kvm = new Kvm(jetstream(nc));
   const results: Record<string, number[]> = {};
@@ -34,6 +42,8 @@ async function main(): Promise<void> {
     const mine = await kv.bucket<{ n: number }>(nb, { provision: { history: 1 } });
     await kv.createBucket(rb, { history: 1 });
     const raw = await kvm.open(rb, { allow_direct: true } as never);
+    const mb = `metered_${round}`;
+    const withMetrics = await kvMetered.bucket<{ n: number }>(mb, { provision: { history: 1 } });
     const value = (n: number) => ({ n });
     const enc = (n: number) => JSON.stringify(value(n));
 
@@ -42,8 +52,11 @@ async function main(): Promise<void> {
     const getR: number[] = [];
     const putN: number[] = [];
     const putR: number[] = [];
+    const getM: number[] = [];
+    const putM: number[] = [];
     for (let i = 0; i < 50; i++) {
       await mine.put(`w${i}`, value(i));
+      await withMetrics.put(`w${i}`, value(i));
       await raw.put(`w${i}`, enc(i));
     }
     for (let i = 0; i < 2_000; i++) {
@@ -53,13 +66,24 @@ async function main(): Promise<void> {
       const natskitGet = async () => getN.push(await time(() => mine.get(k)));
       const rawGet = async () =>
         getR.push(await time(async () => JSON.parse((await raw.get(k))?.string() ?? 'null')));
-      // Alternate who goes first, so neither side always runs right after the other's write.
-      for (const step of i % 2 === 0
-        ? [natskitPut, rawPut, natskitGet, rawGet]
-        : [rawPut, natskitPut, rawGet, natskitGet]) {
+      const meteredPut = async () => putM.push(await time(() => withMetrics.put(k, value(i))));
+      const meteredGet = async () => getM.push(await time(() => withMetrics.get(k)));
+      // Rotate who goes first, so no side always runs right after another's write.
+      const puts = [natskitPut, rawPut, meteredPut];
+      const gets = [natskitGet, rawGet, meteredGet];
+      const shift = i % 3;
+      for (const step of [
+        ...puts.slice(shift),
+        ...puts.slice(0, shift),
+        ...gets.slice(shift),
+        ...gets.slice(0, shift),
+      ]) {
         await step();
       }
     }
+    record('P1 get p50 natskit+metrics ms', p50(getM));
+    record('P1 put p50 natskit+metrics ms', p50(putM));
+    await kvMetered.deleteBucket(mb);
     record('P1 get p50 natskit ms', p50(getN));
     record('P1 get p50 raw ms', p50(getR));
     record('P1 put p50 natskit ms', p50(putN));
@@ -132,6 +156,20 @@ async function main(): Promise<void> {
   const rows = [
     row('P1 get p50', 'P1 get p50 natskit ms', 'P1 get p50 raw ms', true, '<= 1.05 (natskit/raw)'),
     row('P1 put p50', 'P1 put p50 natskit ms', 'P1 put p50 raw ms', true, '<= 1.05 (natskit/raw)'),
+    row(
+      'P1 get p50, metrics on',
+      'P1 get p50 natskit+metrics ms',
+      'P1 get p50 raw ms',
+      true,
+      '<= 1.05 (natskit/raw)',
+    ),
+    row(
+      'P1 put p50, metrics on',
+      'P1 put p50 natskit+metrics ms',
+      'P1 put p50 raw ms',
+      true,
+      '<= 1.05 (natskit/raw)',
+    ),
     row(
       'P2 bulkPut 10k',
       'P2 bulkPut 10k natskit ms',

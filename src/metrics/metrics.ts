@@ -1,5 +1,6 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import { NatskitError } from '../errors/natskit-error.js';
+import { LeanHistogram } from './histogram.js';
 
 /** Options of `ServiceManager.start({ metrics })`. */
 export interface MetricsOptions {
@@ -131,12 +132,12 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   if (options.defaultLabels) registry.setDefaultLabels({ ...options.defaultLabels });
   if (options.processMetrics ?? true) collectDefaultMetrics({ register: registry });
   const r = [registry];
-  const kvOps = new Histogram({
+  const kvOps = new LeanHistogram({
     name: 'natskit_kv_operation_duration_seconds',
     help: 'KV operations by bucket, operation and outcome (ok or the error code)',
     labelNames: ['bucket', 'op', 'outcome'],
     buckets: SECONDS,
-    registers: r,
+    registry,
   });
   const txs = new Counter({
     name: 'natskit_kv_transactions_total',
@@ -168,12 +169,12 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     labelNames: ['stream', 'consumer', 'outcome'],
     registers: r,
   });
-  const jobSeconds = new Histogram({
+  const jobSeconds = new LeanHistogram({
     name: 'natskit_worker_job_duration_seconds',
     help: 'Time a job handler ran',
     labelNames: ['stream', 'consumer'],
     buckets: SECONDS,
-    registers: r,
+    registry,
   });
   const redeliveries = new Counter({
     name: 'natskit_worker_redeliveries_total',
@@ -187,12 +188,12 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     labelNames: ['stream', 'consumer'],
     registers: r,
   });
-  const requests = new Histogram({
+  const requests = new LeanHistogram({
     name: 'natskit_endpoint_request_duration_seconds',
     help: 'Endpoint requests by service, endpoint and reply status (200 or the service error code)',
     labelNames: ['service', 'endpoint', 'status'],
     buckets: SECONDS,
-    registers: r,
+    registry,
   });
   const retries = new Counter({
     name: 'natskit_retries_total',
@@ -218,23 +219,20 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     kv(bucket) {
       let m = kvCache.get(bucket);
       if (!m) {
-        // The common label sets, bound once.
-        const ok = new Map<string, ReturnType<typeof kvOps.labels>>();
+        // Label sets bound once: the hot path only adds to numbers.
+        const observers = new Map<string, (seconds: number) => void>();
         const attempts = txAttempts.labels(bucket);
         const conflicts = txConflicts.labels(bucket);
         const resume = resumes.labels(bucket);
         m = {
           operation(op, seconds, outcome) {
-            if (outcome !== 'ok') {
-              kvOps.labels(bucket, op, outcome).observe(seconds);
-              return;
+            const key = outcome === 'ok' ? op : `${op}\u0000${outcome}`;
+            let observe = observers.get(key);
+            if (!observe) {
+              observe = kvOps.child(bucket, op, outcome);
+              observers.set(key, observe);
             }
-            let child = ok.get(op);
-            if (!child) {
-              child = kvOps.labels(bucket, op, 'ok');
-              ok.set(op, child);
-            }
-            child.observe(seconds);
+            observe(seconds);
           },
           transaction(n, outcome) {
             txs.labels(bucket, outcome).inc();
@@ -250,21 +248,35 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       return m;
     },
     worker(stream, consumer) {
-      const seconds = jobSeconds.labels(stream, consumer);
+      const seconds = jobSeconds.child(stream, consumer);
       const redelivered = redeliveries.labels(stream, consumer);
       const ackFailed = ackFailures.labels(stream, consumer);
+      const outcomes = {
+        processed: jobs.labels(stream, consumer, 'processed'),
+        failed: jobs.labels(stream, consumer, 'failed'),
+        terminated: jobs.labels(stream, consumer, 'terminated'),
+        naked: jobs.labels(stream, consumer, 'naked'),
+      };
       return {
         job(outcome, s) {
-          jobs.labels(stream, consumer, outcome).inc();
-          if (s !== undefined) seconds.observe(s);
+          outcomes[outcome].inc();
+          if (s !== undefined) seconds(s);
         },
         redelivered: () => redelivered.inc(),
         ackFailed: () => ackFailed.inc(),
       };
     },
     endpoint(service, endpoint) {
+      const byStatus = new Map<number, (seconds: number) => void>();
       return {
-        request: (status, s) => requests.labels(service, endpoint, String(status)).observe(s),
+        request(status, s) {
+          let observe = byStatus.get(status);
+          if (!observe) {
+            observe = requests.child(service, endpoint, String(status));
+            byStatus.set(status, observe);
+          }
+          observe(s);
+        },
       };
     },
     retry: (component) => retries.labels(component).inc(),
