@@ -118,6 +118,21 @@ export { METRICS } from './metrics/metrics.js';
 export { natsModule } from './nats/nats-module.js';
 export type { RetryOptions } from './retry/retry.js';
 export type { StandardSchemaResult, StandardSchemaV1 } from './schema/standard-schema.js';
+export { stateModule } from './state/state-module.js';
+export type {
+  NatsStateOptions,
+  SqliteStateOptions,
+  StateChange,
+  StateDeleteOptions,
+  StateEntry,
+  StateOptions,
+  StateReadOptions,
+  StateSetOptions,
+  StateStore,
+  StateWatcher,
+  StateWatchOptions,
+} from './state/types.js';
+export { STATE_STORE } from './state/types.js';
 export type { ConfigDifference, EnsureStreamResult } from './stream/stream-config.js';
 export type {
   PublishExpectations,

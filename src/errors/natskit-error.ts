@@ -78,6 +78,11 @@ export const ErrorCode = {
    * answer with that code.
    */
   REQUEST_FAILED: 'REQUEST_FAILED',
+  /**
+   * The embedded (SQLite) state store could not read or write its file: in use by another
+   * process, disk full, an I/O error. `details.path` names the file; nothing was half-written.
+   */
+  STORAGE_FAILED: 'STORAGE_FAILED',
   /** The test harness could not start or control a nats-server. */
   TEST_SERVER_FAILED: 'TEST_SERVER_FAILED',
 } as const;

@@ -7,6 +7,8 @@ import {
   resolveManagerOptions,
 } from '../lifecycle/options.js';
 import { natsModule } from '../nats/nats-module.js';
+import { stateModule } from '../state/state-module.js';
+import type { StateOptions } from '../state/types.js';
 
 /** Options of {@link ServiceManager.start}: the lifecycle's, and the NATS conveniences. */
 export interface ServiceManagerOptions extends HostOptions {
@@ -18,6 +20,12 @@ export interface ServiceManagerOptions extends HostOptions {
   /** Options of the KVStoreService registered with `nats`. */
   readonly kv?: KVStoreOptions;
   /**
+   * The state store (`STATE_STORE`): `{ backend: 'sqlite', path }` for an embedded file, `{
+   * backend: 'nats' }` for a KV bucket, `false` for none. @defaultValue the NATS backend with
+   * `nats` (on `kv.stateBucket`), none without
+   */
+  readonly state?: StateOptions | false;
+  /**
    * Read `NATS_URL` and the other variables of {@link fromEnv}; explicit options win. With
    * `NATS_URL` set this connects to NATS as `nats` does. @defaultValue false
    */
@@ -26,13 +34,30 @@ export interface ServiceManagerOptions extends HostOptions {
 
 /** Validates the options once (before anything starts) and turns `nats` into the NATS module. */
 export function resolveOptions(options: ServiceManagerOptions): ResolvedManagerOptions {
-  const { nats: explicit, kv, env: useEnv, ...host } = options ?? {};
+  const { nats: explicit, kv, env: useEnv, state: stateOption, ...host } = options ?? {};
   const env = useEnv === true ? fromEnv() : {};
   const nats = explicit || env.nats ? { ...env.nats, ...explicit } : undefined;
   if (nats) resolveConnectionOptions(nats); // fails here, before anything starts
+  const state: StateOptions | undefined =
+    stateOption === false
+      ? undefined
+      : (stateOption ??
+        (nats
+          ? {
+              backend: 'nats',
+              ...(kv?.stateBucket === undefined ? {} : { bucket: kv.stateBucket }),
+              ...(kv?.stateBucketConfig === undefined
+                ? {}
+                : { bucketConfig: kv.stateBucketConfig }),
+            }
+          : undefined));
   return resolveManagerOptions({
     ...host,
     ...(host.logger === undefined && env.logger ? { logger: env.logger } : {}),
-    modules: [...(host.modules ?? []), ...(nats ? [natsModule(nats, kv)] : [])],
+    modules: [
+      ...(host.modules ?? []),
+      ...(nats ? [natsModule(nats, kv)] : []),
+      ...(state ? [stateModule(state)] : []),
+    ],
   });
 }

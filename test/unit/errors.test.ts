@@ -41,6 +41,7 @@ describe('NatskitError', () => {
         'SHUTDOWN_FAILED',
         'TEST_SERVER_FAILED',
         'REQUEST_FAILED',
+        'STORAGE_FAILED',
       ].sort(),
     );
     for (const [key, value] of Object.entries(ErrorCode)) expect(value).toBe(key);
