@@ -215,7 +215,13 @@ export class SqliteStateBackend implements StateBackend {
     if (!Number.isFinite(this.#nextExpiry)) return;
     const delay = Math.min(2_147_483_647, Math.max(0, this.#nextExpiry - Date.now()));
     this.#timer = setTimeout(() => {
-      if (this.#db) this.#sweep(Date.now());
+      if (!this.#db) return;
+      try {
+        this.#sweep(Date.now());
+      } catch (err) {
+        // Reads already hide expired values; the next write or watch sweeps again.
+        this.#log.error({ err }, 'expiring state values failed');
+      }
     }, delay);
     this.#timer.unref();
   }
