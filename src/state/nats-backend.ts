@@ -19,7 +19,7 @@ export class NatsStateBackend implements StateBackend {
   readonly #kv: KVStoreService;
   readonly #connection: ConnectionService;
   readonly #config: BucketConfig | undefined;
-  #bucket: KvBucket<string> | undefined;
+  #bucket: Promise<KvBucket<string>> | undefined;
 
   constructor(
     kv: KVStoreService,
@@ -32,23 +32,33 @@ export class NatsStateBackend implements StateBackend {
     this.#config = options.bucketConfig;
   }
 
-  async start(): Promise<void> {
+  /**
+   * Nothing to do: the bucket is opened at the first call, so an app that never uses state
+   * creates no bucket, and one on a server without JetStream still starts.
+   */
+  async start(): Promise<void> {}
+
+  /** The bucket, opened (or provisioned) once; a failed open is tried again at the next call. */
+  #b(): Promise<KvBucket<string>> {
+    this.#bucket ??= this.#open().catch((err: unknown) => {
+      this.#bucket = undefined;
+      throw err;
+    });
+    return this.#bucket;
+  }
+
+  async #open(): Promise<KvBucket<string>> {
     // History 5: a watcher sees every transition (with history 1 a value replaced at once can
     // be gone before it is delivered). Delete markers for a second: expiries reach watchers.
     const config: BucketConfig = this.#config ?? {
       history: 5,
       ...(this.#connection.capabilities.features.perKeyTtl ? { markerTtlMs: 1_000 } : {}),
     };
-    this.#bucket = await this.#kv.bucket(this.keyScope, {
+    return await this.#kv.bucket(this.keyScope, {
       codec: 'string',
       provision: config,
       drift: 'warn',
     });
-  }
-
-  get #b(): KvBucket<string> {
-    // start() ran: the front refuses calls before it.
-    return this.#bucket as KvBucket<string>;
   }
 
   async stop(): Promise<void> {
@@ -62,20 +72,20 @@ export class NatsStateBackend implements StateBackend {
     ttlMs: number | undefined,
   ): Promise<number> {
     const ttl = ttlMs === undefined ? {} : { ttlMs };
-    if (revision === 0) return await this.#b.create(key, json, ttl);
-    return await this.#b.put(key, json, {
+    if (revision === 0) return await (await this.#b()).create(key, json, ttl);
+    return await (await this.#b()).put(key, json, {
       ...ttl,
       ...(revision === undefined ? {} : { revision }),
     });
   }
 
   async get(key: string): Promise<RawEntry | null> {
-    const e = await this.#b.getEntry(key);
+    const e = await (await this.#b()).getEntry(key);
     return e ? { json: e.value, revision: e.revision, created: e.created } : null;
   }
 
   async delete(key: string, revision: number | undefined): Promise<boolean> {
-    return await this.#b.delete(key, revision === undefined ? {} : { revision });
+    return await (await this.#b()).delete(key, revision === undefined ? {} : { revision });
   }
 
   async watch(
@@ -83,13 +93,15 @@ export class NatsStateBackend implements StateBackend {
     onChange: (change: StateChange<string>) => Promise<void>,
     onInitialized: () => void,
   ): Promise<StateWatcher> {
-    return await this.#b.watch(filter, { onChange, onInitialized });
+    return await (await this.#b()).watch(filter, { onChange, onInitialized });
   }
 
   async health(): Promise<HealthCheckResult> {
     const state = this.#connection.status.state;
-    return state === 'connected'
-      ? { status: 'pass', output: `bucket ${this.keyScope}` }
-      : { status: 'warn', output: `NATS connection is ${state}` };
+    if (state !== 'connected') return { status: 'warn', output: `NATS connection is ${state}` };
+    return {
+      status: 'pass',
+      output: `bucket ${this.keyScope}${this.#bucket ? '' : ' (opened at first use)'}`,
+    };
   }
 }

@@ -95,6 +95,7 @@ describe('HTTP probes', () => {
     expect(Object.keys(healthy.body.checks ?? {}).sort()).toEqual([
       'ConnectionService',
       'KVStoreService',
+      'StateStore',
       'StreamService',
       'StreamService:liveness',
       'process',

@@ -253,6 +253,23 @@ describe('NATS state store', () => {
     expect(await store.getState('t')).toBeNull();
   });
 
+  it('the bucket is created at the first call, not at start: an app that never uses state leaves none', async () => {
+    await using server = await startNatsServer();
+    await using app = await ServiceManager.start({ ...quiet, nats: { servers: server.url } });
+    const exists = async () =>
+      (await app
+        .get(KVStoreService)
+        .bucket('natskit_state')
+        .then(
+          () => true,
+          (err) => (code(err) === 'KV_BUCKET_NOT_FOUND' ? false : Promise.reject(err)),
+        )) as boolean;
+    expect(await exists()).toBe(false);
+    expect((await app.get(STATE_STORE).health()).status).toBe('pass');
+    await app.get(STATE_STORE).setState('k', 1);
+    expect(await exists()).toBe(true);
+  });
+
   it('state: false registers no store', async () => {
     await using server = await startNatsServer();
     await using app = await ServiceManager.start({
