@@ -131,86 +131,69 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   const registry = new Registry();
   if (options.defaultLabels) registry.setDefaultLabels({ ...options.defaultLabels });
   if (options.processMetrics ?? true) collectDefaultMetrics({ register: registry });
-  const r = [registry];
-  const kvOps = new LeanHistogram({
-    name: 'natskit_kv_operation_duration_seconds',
-    help: 'KV operations by bucket, operation and outcome (ok or the error code)',
-    labelNames: ['bucket', 'op', 'outcome'],
-    buckets: SECONDS,
-    registry,
-  });
-  const txs = new Counter({
-    name: 'natskit_kv_transactions_total',
-    help: 'KV transactions by bucket and outcome',
-    labelNames: ['bucket', 'outcome'],
-    registers: r,
-  });
-  const txAttempts = new Counter({
-    name: 'natskit_kv_transaction_attempts_total',
-    help: 'Runs of transaction functions (1 per transaction plus 1 per conflict retried)',
-    labelNames: ['bucket'],
-    registers: r,
-  });
-  const txConflicts = new Counter({
-    name: 'natskit_kv_transaction_conflicts_total',
-    help: 'Transaction commits that conflicted',
-    labelNames: ['bucket'],
-    registers: r,
-  });
-  const resumes = new Counter({
-    name: 'natskit_kv_watch_resumes_total',
-    help: 'Watch consumers replaced after a fault (reconnect, node lost, consumer deleted)',
-    labelNames: ['bucket'],
-    registers: r,
-  });
-  const jobs = new Counter({
-    name: 'natskit_worker_jobs_total',
-    help: 'Worker jobs by outcome: processed, failed (will retry), terminated, naked on stop',
-    labelNames: ['stream', 'consumer', 'outcome'],
-    registers: r,
-  });
-  const jobSeconds = new LeanHistogram({
-    name: 'natskit_worker_job_duration_seconds',
-    help: 'Time a job handler ran',
-    labelNames: ['stream', 'consumer'],
-    buckets: SECONDS,
-    registry,
-  });
-  const redeliveries = new Counter({
-    name: 'natskit_worker_redeliveries_total',
-    help: 'Jobs delivered more than once',
-    labelNames: ['stream', 'consumer'],
-    registers: r,
-  });
-  const ackFailures = new Counter({
-    name: 'natskit_worker_ack_failures_total',
-    help: 'Finished jobs whose acknowledgement the server did not confirm',
-    labelNames: ['stream', 'consumer'],
-    registers: r,
-  });
-  const requests = new LeanHistogram({
-    name: 'natskit_endpoint_request_duration_seconds',
-    help: 'Endpoint requests by service, endpoint and reply status (200 or the service error code)',
-    labelNames: ['service', 'endpoint', 'status'],
-    buckets: SECONDS,
-    registry,
-  });
-  const retries = new Counter({
-    name: 'natskit_retries_total',
-    help: 'Requests retried after a transient failure, by component',
-    labelNames: ['component'],
-    registers: r,
-  });
+  const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) =>
+    new Counter<L>({ name, help, labelNames, registers: [registry] });
+  const histogram = (name: string, help: string, labelNames: string[]) =>
+    new LeanHistogram({ name, help, labelNames, buckets: SECONDS, registry });
+  const kvOps = histogram(
+    'natskit_kv_operation_duration_seconds',
+    'KV operations by bucket, operation and outcome (ok or the error code)',
+    ['bucket', 'op', 'outcome'],
+  );
+  const txs = counter('natskit_kv_transactions_total', 'KV transactions by bucket and outcome', [
+    'bucket',
+    'outcome',
+  ]);
+  const txAttempts = counter(
+    'natskit_kv_transaction_attempts_total',
+    'Runs of transaction functions (1 per transaction plus 1 per conflict retried)',
+    ['bucket'],
+  );
+  const txConflicts = counter(
+    'natskit_kv_transaction_conflicts_total',
+    'Transaction commits that conflicted',
+    ['bucket'],
+  );
+  const resumes = counter(
+    'natskit_kv_watch_resumes_total',
+    'Watch consumers replaced after a fault (reconnect, node lost, consumer deleted)',
+    ['bucket'],
+  );
+  const jobs = counter(
+    'natskit_worker_jobs_total',
+    'Worker jobs by outcome: processed, failed (will retry), terminated, naked on stop',
+    ['stream', 'consumer', 'outcome'],
+  );
+  const jobSeconds = histogram('natskit_worker_job_duration_seconds', 'Time a job handler ran', [
+    'stream',
+    'consumer',
+  ]);
+  const redeliveries = counter(
+    'natskit_worker_redeliveries_total',
+    'Jobs delivered more than once',
+    ['stream', 'consumer'],
+  );
+  const ackFailures = counter(
+    'natskit_worker_ack_failures_total',
+    'Finished jobs whose acknowledgement the server did not confirm',
+    ['stream', 'consumer'],
+  );
+  const requests = histogram(
+    'natskit_endpoint_request_duration_seconds',
+    'Endpoint requests by service, endpoint and reply status (200 or the service error code)',
+    ['service', 'endpoint', 'status'],
+  );
+  const retries = counter(
+    'natskit_retries_total',
+    'Requests retried after a transient failure, by component',
+    ['component'],
+  );
   const connected = new Gauge({
     name: 'natskit_nats_connected',
     help: '1 while the NATS connection is up',
-    registers: r,
+    registers: [registry],
   });
-  const reconnects = new Counter({
-    name: 'natskit_nats_reconnects_total',
-    help: 'Reconnections to NATS',
-    registers: r,
-  });
+  const reconnects = counter('natskit_nats_reconnects_total', 'Reconnections to NATS');
 
   const kvCache = new Map<string, KvMetrics>();
   return {
