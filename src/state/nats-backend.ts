@@ -10,8 +10,9 @@ import type { StateChange, StateWatcher } from './types.js';
 export const DEFAULT_STATE_BUCKET = 'natskit_state';
 
 /**
- * State in a NATS KV bucket, provisioned at start. Values are stored as JSON text, so what
- * `kv.get`, the `nats` CLI or another client reads is the JSON a user would expect.
+ * State in a NATS KV bucket, opened (or provisioned) at the first call. Values are stored as
+ * JSON text, so what `kv.get`, the `nats` CLI or another client reads is the JSON a user would
+ * expect.
  */
 export class NatsStateBackend implements StateBackend {
   readonly name = 'nats' as const;
