@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AuthorizationError,
@@ -173,7 +174,7 @@ export class ConnectionService implements Service {
     const lameDuck = changes.lameDuck ?? this.#status.lameDuck;
     if (state === this.#status.state && lameDuck === this.#status.lameDuck) return;
     if (state === 'connected') this.#outageSince = undefined;
-    else if (this.#status.state === 'connected') this.#outageSince = Date.now();
+    else if (this.#status.state === 'connected') this.#outageSince = performance.now();
     const server = changes.server ?? this.#status.server;
     this.#status = {
       state,
@@ -370,7 +371,7 @@ export class ConnectionService implements Service {
       : 'none';
     if (state !== 'connected' || !this.#nc) {
       // A short outage while the client reconnects is a warning; past the grace it is a failure.
-      const outageMs = this.#outageSince === undefined ? 0 : Date.now() - this.#outageSince;
+      const outageMs = Math.round(performance.now() - (this.#outageSince ?? performance.now()));
       const inGrace =
         state !== 'closed' && this.#nc !== undefined && outageMs < this.#options.reconnectGraceMs;
       return {

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { HealthCheckResult, HealthStatus } from './types.js';
 
 /** A check's function: what it measures, now. */
@@ -70,7 +71,7 @@ export class HealthRegistry {
   }
 
   async #run(c: Registered): Promise<HealthCheckEntry> {
-    if (c.last && Date.now() - c.last.at < c.cacheMs) return c.last.entry;
+    if (c.last && performance.now() - c.last.at < c.cacheMs) return c.last.entry;
     c.running ??= (async () => {
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<HealthCheckResult>((resolve) => {
@@ -91,7 +92,7 @@ export class HealthRegistry {
         clearTimeout(timer);
       }
       const entry = { ...result, time: new Date().toISOString() };
-      c.last = { entry, at: Date.now() };
+      c.last = { entry, at: performance.now() };
       return entry;
     })().finally(() => {
       c.running = undefined;

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 /**
  * Watches a pull for signs of life. The server sends an idle heartbeat every `heartbeatMs` while
  * a pull waits; a pull in flight that neither delivers nor sends heartbeats for `missed` of them
@@ -9,7 +10,8 @@ export class HeartbeatWatchdog {
   readonly #waiting: () => boolean;
   readonly #onSilent: () => void;
   readonly #timer: NodeJS.Timeout;
-  #lastActivityMs = Date.now();
+  /** On the monotonic clock: a wall clock stepped back must not hide a silence. */
+  #lastActivityMs = performance.now();
 
   constructor(heartbeatMs: number, missed: number, waiting: () => boolean, onSilent: () => void) {
     this.#heartbeatMs = heartbeatMs;
@@ -22,11 +24,11 @@ export class HeartbeatWatchdog {
 
   /** Something arrived (a message, a heartbeat, a status), or a new pull began. */
   touch(): void {
-    this.#lastActivityMs = Date.now();
+    this.#lastActivityMs = performance.now();
   }
 
   /** Calls `onSilent` when a pull waits and nothing came for too long; runs on a timer too. */
-  check(now = Date.now()): void {
+  check(now = performance.now()): void {
     if (this.#waiting() && now - this.#lastActivityMs > this.#missed * this.#heartbeatMs) {
       this.#onSilent();
     }

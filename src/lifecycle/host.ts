@@ -337,10 +337,10 @@ export class ServiceHost implements AsyncDisposable {
   /** Disposes open scopes, then stops started services last-first; every step runs. */
   async #stopStarted(why: 'stop' | 'rollback'): Promise<unknown[]> {
     const errors: unknown[] = [];
-    const budgetEnd = Date.now() + this.#options.shutdownTimeoutMs;
+    const budgetEnd = performance.now() + this.#options.shutdownTimeoutMs;
     for (const scope of [...this.#scopes].reverse()) {
       // Open scopes are disposed first, within the same budget as the services.
-      const left = Math.max(0, budgetEnd - Date.now());
+      const left = Math.max(0, Math.round(budgetEnd - performance.now()));
       try {
         if ((await withDeadline(scope[Symbol.asyncDispose](), left)) === TIMED_OUT) {
           errors.push(
@@ -358,7 +358,7 @@ export class ServiceHost implements AsyncDisposable {
     }
     for (let s = this.#started.pop(); s !== undefined; s = this.#started.pop()) {
       const own = s.node.registration.stopTimeoutMs ?? this.#options.stopTimeoutMs;
-      const left = Math.max(0, budgetEnd - Date.now());
+      const left = Math.max(0, Math.round(budgetEnd - performance.now()));
       try {
         await stopService(s, Math.min(own, left), left < own, why, this.logger);
       } catch (err) {

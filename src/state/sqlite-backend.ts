@@ -216,6 +216,9 @@ export class SqliteStateBackend implements StateBackend {
     const delay = Math.min(2_147_483_647, Math.max(0, this.#nextExpiry - Date.now()));
     this.#timer = setTimeout(() => {
       if (!this.#db) return;
+      // Early by the wall clock (a timer may fire a millisecond before Date.now() says it is
+      // due, or the clock was stepped back): wait again rather than stop expiring.
+      if (Date.now() < this.#nextExpiry) return this.#arm();
       try {
         this.#sweep(Date.now());
       } catch (err) {

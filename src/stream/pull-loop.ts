@@ -64,7 +64,8 @@ export class PullLoop {
   readonly #statuses: QueuedIterator<Status>;
   #gen: Generation | undefined;
   #failures = 0;
-  #resumeAt = 0;
+  /** Set while backing off after a failure; only its timer clears it. */
+  #backingOff = false;
   #resumeTimer: NodeJS.Timeout | undefined;
   #stopped = false;
 
@@ -97,7 +98,7 @@ export class PullLoop {
    */
   fill(free: number): void {
     const g = this.#gen;
-    if (this.#stopped || !g || Date.now() < this.#resumeAt) return;
+    if (this.#stopped || !g || this.#backingOff) return;
     const batch = free - g.requested;
     if (batch <= 0) return;
     g.requested += batch;
@@ -202,9 +203,15 @@ export class PullLoop {
     this.#failures++;
     this.#o.onError(why);
     const wait = BACKOFF_MS[Math.min(this.#failures, BACKOFF_MS.length - 1)] ?? 2_000;
-    this.#resumeAt = Date.now() + wait;
+    // The timer ends the backoff, not the wall clock: a timer may fire a millisecond before
+    // Date.now() says it is due, and an NTP step can put the clock back; a gate on Date.now()
+    // then left the worker asking for nothing, for good.
+    this.#backingOff = true;
     clearTimeout(this.#resumeTimer);
-    this.#resumeTimer = setTimeout(() => this.#o.wantMore(), wait);
+    this.#resumeTimer = setTimeout(() => {
+      this.#backingOff = false;
+      this.#o.wantMore();
+    }, wait);
   }
 
   /** Drops every pull in flight (a new inbox: the server forgets the old one's) and fails. */

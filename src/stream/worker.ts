@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { JsMsg } from '@nats-io/jetstream';
 import type { MsgHdrs, NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
@@ -144,7 +145,8 @@ export class JobWorker<T> implements Worker<T> {
   #heartbeatTimer: NodeJS.Timeout | undefined;
   #fillQueued = false;
   #stopping: Promise<{ finished: number; naked: number }> | undefined;
-  #lastTickAt = Date.now();
+  /** When the loop last made progress, on the monotonic clock (elapsed time only). */
+  #lastTickAt = performance.now();
   #lastFetchError: string | undefined;
   #blocked = false;
 
@@ -169,9 +171,9 @@ export class JobWorker<T> implements Worker<T> {
   }
 
   progress(): WorkerProgress {
-    const msSinceTick = Date.now() - this.#lastTickAt;
+    const msSinceTick = Math.round(performance.now() - this.#lastTickAt);
     return {
-      lastTickAt: this.#lastTickAt,
+      lastTickAt: Date.now() - msSinceTick,
       msSinceTick,
       healthy: msSinceTick <= this.#stuckAfterMs,
       lastFetchError: this.#lastFetchError,
@@ -179,14 +181,14 @@ export class JobWorker<T> implements Worker<T> {
   }
 
   #tick(): void {
-    if (!this.#blocked) this.#lastTickAt = Date.now();
+    if (!this.#blocked) this.#lastTickAt = performance.now();
   }
 
   start(): void {
     if (this.#stopping !== undefined)
       throw new NatskitError('INVALID_STATE', `worker ${this.name} is stopped`);
     if (this.#pull) return;
-    this.#lastTickAt = Date.now();
+    this.#lastTickAt = performance.now();
     this.#pull = new PullLoop({
       nc: this.#setup.nc,
       apiPrefix: this.#setup.apiPrefix,
@@ -250,7 +252,7 @@ export class JobWorker<T> implements Worker<T> {
       ac: new AbortController(),
       settled: false,
       done: Promise.resolve(),
-      aliveAt: Date.now(),
+      aliveAt: performance.now(),
     };
     this.#inflight.add(run);
     this.stats.inFlight = this.#inflight.size;
@@ -336,7 +338,7 @@ export class JobWorker<T> implements Worker<T> {
 
   /** One timer for the worker: a job running for `heartbeatMs` tells the server it is alive. */
   #heartbeats(): void {
-    const now = Date.now();
+    const now = performance.now();
     for (const run of this.#inflight) {
       if (run.settled || now - run.aliveAt < this.#heartbeatMs) continue;
       run.aliveAt = now;

@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstream } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { connect } from '@nats-io/transport-node';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   ConnectionService,
   KVStoreService,
@@ -20,6 +20,7 @@ import {
   type StateChange,
 } from '../../src/index.js';
 import { startNatsServer } from '../../src/testing/index.js';
+import { waitUntil } from '../support/wait.js';
 
 const quiet = { logger: { level: 'silent' as const } };
 const code = (err: unknown) => (NatskitError.is(err) ? err.code : String(err));
@@ -77,6 +78,24 @@ describe('SQLite state store', () => {
       ['long', 'put'],
       ['marker', 'put'],
     ]);
+  });
+
+  it('an expiry timer that fires before the wall clock says the value is due waits again, and the purge still reaches watchers', async () => {
+    // Node timers may fire a millisecond early by Date.now(); an NTP step back makes it seconds.
+    await using app = await ServiceManager.start(sqlite('ttl-early.db'));
+    const store = app.get(STATE_STORE);
+    const seen: StateChange<string>[] = [];
+    await using _w = await store.watchState<string>('short', (c) => void seen.push(c));
+    const realNow = Date.now.bind(Date);
+    await store.setState('short', 'v', { ttlMs: 1_000 });
+    const stepped = vi.spyOn(Date, 'now').mockImplementation(() => realNow() - 700);
+    try {
+      await waitUntil(() => seen.length === 2, 4_000); // due at 1.7 s real time
+    } finally {
+      stepped.mockRestore();
+    }
+    expect(seen.map((c) => c.type)).toEqual(['put', 'purge']);
+    expect(await store.getState('short')).toBeNull();
   });
 
   it('the file belongs to one process: a second opener fails with STORAGE_FAILED, in this process or another', async () => {

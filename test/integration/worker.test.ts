@@ -1,8 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RetentionPolicy } from '@nats-io/jetstream';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { NatskitError, ServiceManager, StreamService } from '../../src/index.js';
 import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
+import { waitUntil } from '../support/wait.js';
 
 const quiet = { logger: { level: 'silent' as const } };
 
@@ -245,6 +246,45 @@ describe('workers', () => {
     const health = streams.health();
     expect(health.status).toBe('warn');
     expect(health.output).toContain('FETCHFAIL/fetchfail');
+  });
+
+  it('resumes when its consumer comes back after failed pulls, even if the wall clock stepped back meanwhile', async () => {
+    // Backing off after a failure must end when its timer fires. A gate on Date.now() left the
+    // worker idle for good when the timer fired early by the wall clock (Node timers do, by up
+    // to a millisecond, after a busy turn) or for as long as an NTP step put the clock back.
+    await streams.ensureStream({
+      name: 'COMEBACK',
+      subjects: ['comeback.>'],
+      retention: RetentionPolicy.Workqueue, // the new consumer does not see job 1 again
+    });
+    const seen: number[] = [];
+    await using worker = await streams.createWorker<{ n: number }>({
+      stream: 'COMEBACK',
+      consumer: 'comeback',
+      fetchExpiresMs: 1_000,
+      handler: (job) => {
+        seen.push(job.data.n);
+      },
+    });
+    worker.start();
+    await streams.publish('comeback.job', JSON.stringify({ n: 1 }));
+    await waitUntil(() => seen.length === 1, 5_000);
+    const config = (await streams.jsm.consumers.info('COMEBACK', 'comeback')).config;
+    await streams.jsm.consumers.delete('COMEBACK', 'comeback');
+    await waitUntil(() => worker.stats.fetchErrors >= 1, 5_000);
+    const realNow = Date.now.bind(Date);
+    const stepped = vi.spyOn(Date, 'now').mockImplementation(() => realNow() - 60_000);
+    try {
+      await streams.jsm.consumers.add('COMEBACK', config);
+      await streams.publish('comeback.job', JSON.stringify({ n: 2 }));
+      // Backoff is at most 2 s after failures in a row, then a pull and a delivery.
+      await waitUntil(() => seen.length === 2, 6_000);
+    } finally {
+      stepped.mockRestore();
+    }
+    expect(seen).toEqual([1, 2]);
+    expect(worker.stats.fetchErrors).toBe(0); // a delivery ends the failure streak
+    expect(streams.health().status).toBe('pass');
   });
 
   it('a worker that fails to stop makes StreamService.stop fail with a NatskitAggregateError, after stopping the others', async () => {

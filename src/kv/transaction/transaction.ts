@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { nuid } from '@nats-io/transport-node';
 import { positiveInt } from '../../config/validate.js';
@@ -181,8 +182,8 @@ async function resolveUnknown<T>(
   void late.then((r) => {
     settled = r ?? 'none';
   });
-  const until = Date.now() + LATE_REPLY_MS + 1_000;
-  while (Date.now() < until) {
+  const until = performance.now() + LATE_REPLY_MS + 1_000;
+  while (performance.now() < until) {
     if (typeof settled === 'function') {
       try {
         return settled().firstSeq;
