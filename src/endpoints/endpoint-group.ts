@@ -7,6 +7,7 @@ import { type EndpointMetrics, type Metrics, NO_METRICS } from '../metrics/metri
 import { validate } from '../schema/standard-schema.js';
 import { withDeadline } from '../timing/deadline.js';
 import {
+  checkEndpoints,
   controlSubjects,
   DEFAULT_QUEUE,
   type Identity,
@@ -116,13 +117,14 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
     }));
   }
 
-  start(): void {
+  async start(): Promise<void> {
     const nc = this.#nc();
     this.#id = nuid.next();
     this.#started = new Date().toISOString();
     const defs = (this.#o.endpoints as (...s: readonly unknown[]) => Record<string, AnyEndpoint>)(
       ...this.#services,
     );
+    checkEndpoints(defs);
     this.#endpoints = Object.entries(defs).map(([name, def]) => ({
       name,
       subject: def.subject ?? `${this.name}.${name}`,
@@ -178,6 +180,10 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
         );
       }
     }
+    // Started means listening: the server has the subscriptions before start resolves, so a
+    // request sent by anyone once the app is up finds this instance (on other nodes of a
+    // cluster, once the server has passed the interest on: a few milliseconds).
+    await nc.flush();
     this.#log.info(
       { id: this.#id, endpoints: this.#endpoints.map((e) => e.subject) },
       'endpoints listening',

@@ -1,9 +1,10 @@
 import { ConnectionService } from '../connection/connection-service.js';
+import { NatskitError } from '../errors/natskit-error.js';
 import { createToken, type ServiceRegistration, type ServiceToken } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
 import { METRICS } from '../metrics/metrics.js';
 import { EndpointGroup } from './endpoint-group.js';
-import { checkIdentity } from './protocol.js';
+import { checkIdentity, checkQueue } from './protocol.js';
 import type { EndpointDefinition, EndpointGroupHandle, EndpointServiceOptions } from './types.js';
 
 /** A registration for `services`, with the token of the running endpoints. */
@@ -32,6 +33,14 @@ export function endpoints<const I extends readonly ServiceToken[] = readonly []>
   options: EndpointServiceOptions<I>,
 ): EndpointsRegistration {
   checkIdentity(options?.name, options?.version);
+  checkQueue('endpoints queue', options.queue);
+  if (typeof options.endpoints !== 'function') {
+    throw new NatskitError(
+      'INVALID_OPTIONS',
+      'endpoints needs `endpoints: (...injected) => ({ name: endpoint({ handler }) })`',
+      { details: { field: 'endpoints' } },
+    );
+  }
   const token = options.token ?? createToken<EndpointGroupHandle>(`endpoints:${options.name}`);
   const inject: readonly ServiceToken[] = options.inject ?? [];
   return {

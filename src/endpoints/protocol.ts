@@ -40,6 +40,49 @@ export function checkIdentity(name: unknown, version: unknown): void {
   }
 }
 
+function invalid(field: string, why: string): NatskitError {
+  return new NatskitError('INVALID_OPTIONS', `${field} ${why}`, { details: { field } });
+}
+
+/** A subject to subscribe to: tokens of visible characters, `*` anywhere, `>` only last. */
+function checkSubject(field: string, subject: unknown): void {
+  if (typeof subject !== 'string' || subject === '')
+    throw invalid(field, 'must be a non-empty subject');
+  const tokens = subject.split('.');
+  tokens.forEach((t, i) => {
+    if (t === '' || /\s/.test(t))
+      throw invalid(field, `${JSON.stringify(subject)} is not a subject (empty token or space)`);
+    if (t === '>' && i !== tokens.length - 1)
+      throw invalid(field, `${JSON.stringify(subject)} has '>' before its last token`);
+  });
+}
+
+/** A queue group name: one or more visible characters, no space. */
+export function checkQueue(field: string, queue: unknown): void {
+  if (queue !== undefined && (typeof queue !== 'string' || !/^\S+$/.test(queue)))
+    throw invalid(field, `must be a queue group name without spaces, got ${JSON.stringify(queue)}`);
+}
+
+/**
+ * Throws `INVALID_OPTIONS` unless `defs` (what the `endpoints` function returned) is a record of
+ * endpoints with protocol names (letters, digits, `-`, `_`), handlers and valid subjects.
+ */
+export function checkEndpoints(defs: unknown): void {
+  if (typeof defs !== 'object' || defs === null || Array.isArray(defs))
+    throw invalid('endpoints', 'function must return an object of endpoints by name');
+  for (const [name, def] of Object.entries(defs)) {
+    if (!NAME.test(name))
+      throw invalid(`endpoint ${JSON.stringify(name)}`, 'name: use letters, digits, - and _');
+    if (typeof def !== 'object' || def === null)
+      throw invalid(`endpoint ${name}`, 'must be an endpoint({ handler, ... })');
+    const d = def as { handler?: unknown; subject?: unknown; queue?: unknown };
+    if (typeof d.handler !== 'function')
+      throw invalid(`endpoint ${name}`, 'needs a handler function');
+    if (d.subject !== undefined) checkSubject(`endpoint ${name} subject`, d.subject);
+    checkQueue(`endpoint ${name} queue`, d.queue);
+  }
+}
+
 /** What identifies an instance in every discovery answer. */
 export interface Identity {
   readonly name: string;

@@ -19,6 +19,7 @@ import {
   startNatsServer,
 } from '../../src/testing/index.js';
 import { testSchema } from '../support/schema.js';
+import { waitUntil } from '../support/wait.js';
 
 const quiet = { logger: { level: 'silent' as const } };
 
@@ -145,6 +146,71 @@ describe('endpoints on the NATS service protocol', () => {
     }
   });
 
+  it('refuses endpoints the protocol or the server would not take, before any subscription, and leaves nothing running', async () => {
+    const start = (defs: unknown) =>
+      failure(
+        ServiceManager.start({
+          ...quiet,
+          nats: { servers: server.url },
+          services: [endpoints({ name: 'bad', version: '1.0.0', endpoints: () => defs as never })],
+        }),
+      );
+    const handler = () => 1;
+    const cases: [unknown, RegExp][] = [
+      [{ 'get order': { handler } }, /endpoint "get order" name/],
+      [{ 'a.b': { handler } }, /endpoint "a.b" name/], // a dot would make the name two tokens
+      [{ get: {} }, /endpoint get needs a handler/],
+      [{ get: { handler: 'x' } }, /endpoint get needs a handler/],
+      [{ get: { handler, subject: 'a b' } }, /endpoint get subject "a b" is not a subject/],
+      [{ get: { handler, subject: 'a..b' } }, /is not a subject/],
+      [{ get: { handler, subject: '' } }, /subject must be a non-empty subject/],
+      [{ get: { handler, subject: 'a.>.b' } }, /'>' before its last token/],
+      [{ get: { handler, queue: 'q 1' } }, /endpoint get queue must be a queue group name/],
+      [null, /must return an object of endpoints/],
+    ];
+    for (const [defs, message] of cases) {
+      const err = await start(defs);
+      expect(err.code, String(message)).toBe('INVALID_OPTIONS');
+      expect(err.message).toMatch(message);
+    }
+    // Checked where the registration is built: no app is started at all.
+    expect(() =>
+      endpoints({ name: 'bad', version: '1.0.0', queue: 'a b', endpoints: () => ({}) }),
+    ).toThrow(/endpoints queue must be a queue group name/);
+    expect(() =>
+      endpoints({ name: 'bad', version: '1.0.0', endpoints: undefined as never }),
+    ).toThrow(/endpoints needs `endpoints:/);
+    // Wildcards are subjects too: one endpoint may answer a family of subjects.
+    await using app = await ServiceManager.start({
+      ...quiet,
+      nats: { servers: server.url },
+      services: [
+        endpoints({
+          name: 'wild',
+          version: '1.0.0',
+          endpoints: () => ({ any: { subject: 'wild.*.get', handler: ({ subject }) => subject } }),
+        }),
+      ],
+    });
+    const client = endpointClient(app.get(ConnectionService), 'wild.7.get');
+    expect(await client.request(undefined)).toBe('wild.7.get');
+    // Nothing subscribed by the refused starts answers.
+    const ping = await nc.request('$SRV.PING.bad', '', { timeout: 500 }).catch((e: Error) => e);
+    expect(ping).toBeInstanceOf(Error);
+  });
+
+  it('is listening once start resolves: a request sent from another connection at that moment is answered, without retries', async () => {
+    const once = endpointClient<GetOrder, { by: string }>(nc, 'orders.get', { retry: false });
+    for (let i = 0; i < 10; i++) {
+      const { app } = await instance(server.url, `run${i}`);
+      try {
+        expect((await once.request({ id: 'now' })).by).toBe(`run${i}`);
+      } finally {
+        await app.stop();
+      }
+    }
+  });
+
   it('two instances share the load and standard tooling discovers both (ping, info, stats)', async () => {
     const a = await instance(server.url, 'a');
     const b = await instance(server.url, 'b');
@@ -187,31 +253,43 @@ describe('endpoints on the NATS service protocol', () => {
   });
 
   it('never runs more than concurrency handlers; beyond maxPending it answers 503, which the client retries', async () => {
-    const { app, db } = await instance(server.url, 'a', {
-      concurrency: 2,
-      maxPending: 3,
-      delayMs: 50,
-    });
+    const { app, db } = await instance(server.url, 'a', { concurrency: 2, maxPending: 3 });
     try {
+      // Handlers hold until the test has seen the refusals: which requests find the endpoint
+      // full must not depend on how fast the first ones finish.
+      let release: () => void = () => undefined;
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
       let running = 0;
       let max = 0;
       const find = db.find.bind(db);
       db.find = async (id, delay) => {
         max = Math.max(max, ++running);
         try {
+          await gate;
           return await find(id, delay);
         } finally {
           running--;
         }
       };
       const once = endpointClient<GetOrder>(nc, 'orders.get', { retry: false });
-      const results = await Promise.allSettled(
-        Array.from({ length: 10 }, (_, i) => once.request({ id: `x${i}` })),
+      let refusedSoFar = 0;
+      const calls = Array.from({ length: 10 }, (_, i) =>
+        once.request({ id: `x${i}` }).catch((e: unknown) => {
+          if ((e as NatskitError).details?.status === 503) refusedSoFar++;
+          throw e;
+        }),
       );
+      const settled = Promise.allSettled(calls);
+      await waitUntil(() => refusedSoFar >= 5, 5_000);
+      release();
+      const results = await settled;
       const refused = results.filter(
         (r) => r.status === 'rejected' && (r.reason as NatskitError).details?.status === 503,
       );
       expect(refused.length).toBe(5); // 2 running + 3 waiting; the rest was not run
+      expect(results.filter((r) => r.status === 'fulfilled').length).toBe(5);
       expect(max).toBe(2);
       const retried = endpointClient<GetOrder>(nc, 'orders.get');
       await Promise.all(Array.from({ length: 10 }, (_, i) => retried.request({ id: `y${i}` })));
