@@ -1,12 +1,17 @@
 import {
+  InvalidArgumentError,
   type Msg,
   type NatsConnection,
   NoRespondersError,
   headers as natsHeaders,
+  PermissionViolationError,
   RequestError,
+  TimeoutError,
 } from '@nats-io/transport-node';
 import type { ConnectionService } from '../connection/connection-service.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import { isConnectionClosed } from '../jetstream/api-errors.js';
+import { assertJsonSafe } from '../kv/codec.js';
 import { countingRetries, type Metrics } from '../metrics/metrics.js';
 import { type RetryOptions, withRetry } from '../retry/retry.js';
 import { type StandardSchemaV1, validate } from '../schema/standard-schema.js';
@@ -40,8 +45,11 @@ export interface EndpointClient<Req, Res> {
   readonly subject: string;
   /**
    * @throws NatskitError `REQUEST_FAILED` (`details.status`: the service's error code),
-   * `NATS_UNAVAILABLE` (no instance answered through every retry, or a timeout), `ABORTED`,
-   * `VALIDATION_FAILED` (a reply that fails the schema).
+   * `NATS_UNAVAILABLE` (no instance answered through every retry; a timeout, with
+   * `details.timedOut`: the request may have run; the connection closed), `ABORTED`,
+   * `INVALID_VALUE` (data that is not JSON), `VALUE_TOO_LARGE` (over the server's max_payload),
+   * `DECODE_FAILED` (a reply that is not JSON), `VALIDATION_FAILED` (a reply that fails the schema),
+   * `AUTH_FAILED` (no permission to publish to the subject).
    */
   request(data: Req, options?: EndpointCallOptions): Promise<Res>;
 }
@@ -63,6 +71,13 @@ export function endpointClient<Req = unknown, Res = unknown>(
   subject: string,
   options: EndpointClientOptions<Res> = {},
 ): EndpointClient<Req, Res> {
+  if (typeof subject !== 'string' || !/^[^\s.*>]+(\.[^\s.*>]+)*$/.test(subject)) {
+    throw new NatskitError(
+      'INVALID_OPTIONS',
+      `endpointClient subject ${JSON.stringify(subject)}: a request goes to one subject, with no empty token, space or wildcard`,
+      { details: { field: 'subject' } },
+    );
+  }
   const nc = () => ('nc' in connection ? connection.nc : connection);
   const defaultTimeout =
     options.timeoutMs ?? ('requestTimeoutMs' in connection ? connection.requestTimeoutMs : 5_000);
@@ -86,21 +101,31 @@ export function endpointClient<Req = unknown, Res = unknown>(
         details: { subject, status, description, ...(body === undefined ? {} : { body }) },
       });
     }
-    return m.data.length ? JSON.parse(decoder.decode(m.data)) : undefined;
+    if (m.data.length === 0) return undefined;
+    try {
+      return JSON.parse(decoder.decode(m.data));
+    } catch (err) {
+      throw new NatskitError('DECODE_FAILED', `the reply from ${subject} is not JSON`, {
+        cause: err,
+        details: { subject, bytes: m.data.length },
+      });
+    }
   };
   return {
     subject,
     async request(data, call = {}) {
       const h = call.headers ? natsHeaders() : undefined;
       for (const [k, v] of Object.entries(call.headers ?? {})) h?.set(k, v);
+      if (data !== undefined) assertJsonSafe(data);
       const payload = data === undefined ? undefined : JSON.stringify(data);
+      const timeoutMs = call.timeoutMs ?? defaultTimeout;
       let reply: unknown;
       try {
         reply = await withRetry(
           async () =>
             read(
               await nc().request(subject, payload, {
-                timeout: call.timeoutMs ?? defaultTimeout,
+                timeout: timeoutMs,
                 ...(h ? { headers: h } : {}),
               }),
             ),
@@ -120,11 +145,48 @@ export function endpointClient<Req = unknown, Res = unknown>(
             details: { subject, status: 503, description: last.message },
           });
         }
-        throw err;
+        throw clientError(err, subject, timeoutMs);
       }
       return options.schema
         ? await validate(options.schema, reply, { label: `reply from ${subject}` })
         : (reply as Res);
     },
   };
+}
+
+/** `err`, or the error a RequestError wraps, is an `E`. */
+function is<E>(err: unknown, type: abstract new (...args: never[]) => E): boolean {
+  return err instanceof type || (err instanceof RequestError && err.cause instanceof type);
+}
+
+/** What the NATS client threw, as the natskit error the caller is promised. */
+function clientError(err: unknown, subject: string, timeoutMs: number): unknown {
+  if (NatskitError.is(err)) return err;
+  const details = { subject };
+  if (is(err, TimeoutError)) {
+    return new NatskitError(
+      'NATS_UNAVAILABLE',
+      `no reply from ${subject} within ${timeoutMs} ms (the request may have run; not retried)`,
+      { cause: err, details: { ...details, timeoutMs, timedOut: true } },
+    );
+  }
+  if (isConnectionClosed(err)) {
+    return new NatskitError('NATS_UNAVAILABLE', `request to ${subject}: the connection is closed`, {
+      cause: err,
+      details,
+    });
+  }
+  if (is(err, PermissionViolationError)) {
+    return new NatskitError('AUTH_FAILED', `no permission to request ${subject}`, {
+      cause: err,
+      details,
+    });
+  }
+  if (err instanceof InvalidArgumentError && /max_payload/.test(err.message)) {
+    return new NatskitError('VALUE_TOO_LARGE', `the request to ${subject} is over max_payload`, {
+      cause: err,
+      details,
+    });
+  }
+  return err;
 }

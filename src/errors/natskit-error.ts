@@ -33,7 +33,10 @@ export const ErrorCode = {
   INVALID_STATE: 'INVALID_STATE',
   /** Connecting to NATS failed (servers unreachable, TLS, timeout). */
   CONNECTION_FAILED: 'CONNECTION_FAILED',
-  /** The server refused the credentials. The message never contains them. */
+  /**
+   * The server refused the credentials, or a subject the credentials may not use (an endpoint
+   * request). The message never contains the credentials.
+   */
   AUTH_FAILED: 'AUTH_FAILED',
   /** The server lacks a feature; the message names it and the minimum server version. */
   CAPABILITY_MISSING: 'CAPABILITY_MISSING',

@@ -199,6 +199,39 @@ describe('endpoints on the NATS service protocol', () => {
     expect(ping).toBeInstanceOf(Error);
   });
 
+  it('the client turns every way a request fails into a typed error, and sends nothing it must refuse', async () => {
+    await using own = await startNatsServer({
+      extraConfig: `max_payload: 4096
+authorization { users = [ { user: u, password: p, permissions: { publish: { deny: ["secret.>"] } } } ] }`,
+    });
+    const c = await connect({ servers: own.url, user: 'u', pass: 'p' });
+    let echoed = 0;
+    c.subscribe('raw.text', { callback: (_e, m) => void m.respond('not json') });
+    c.subscribe('raw.silent', { callback: () => undefined });
+    c.subscribe('raw.echo', {
+      callback: (_e, m) => {
+        echoed++;
+        m.respond(m.data);
+      },
+    });
+    await c.flush();
+    for (const subject of ['', 'a b', 'a..b', 'orders.*', 'orders.>']) {
+      expect(() => endpointClient(c, subject), subject).toThrow(/a request goes to one subject/);
+    }
+    expect((await failure(endpointClient(c, 'raw.text').request({}))).code).toBe('DECODE_FAILED');
+    const timedOut = await failure(endpointClient(c, 'raw.silent', { timeoutMs: 200 }).request({}));
+    expect([timedOut.code, timedOut.details?.timedOut]).toEqual(['NATS_UNAVAILABLE', true]);
+    const echo = endpointClient<unknown, string>(c, 'raw.echo');
+    expect((await failure(echo.request({ n: 1n }))).code).toBe('INVALID_VALUE');
+    const exact = 'x'.repeat(4094); // with its quotes, max_payload exactly
+    expect(await echo.request(exact)).toBe(exact);
+    expect((await failure(echo.request(`${exact}x`))).code).toBe('VALUE_TOO_LARGE');
+    expect(echoed).toBe(1); // the refused requests were never sent
+    expect((await failure(endpointClient(c, 'secret.x').request({}))).code).toBe('AUTH_FAILED');
+    await c.close();
+    expect((await failure(echo.request('after close'))).code).toBe('NATS_UNAVAILABLE');
+  });
+
   it('is listening once start resolves: a request sent from another connection at that moment is answered, without retries', async () => {
     const once = endpointClient<GetOrder, { by: string }>(nc, 'orders.get', { retry: false });
     for (let i = 0; i < 10; i++) {
