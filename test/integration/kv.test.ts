@@ -484,22 +484,26 @@ describe('KVStoreService', () => {
     const pid = server.pid as number;
     process.kill(pid, 'SIGSTOP'); // a real server that stops answering
     try {
-      for (const call of [
-        () => qkv.get('deadline', 'k', { retry: false }),
-        () => qkv.put('deadline', 'k', 2, { retry: false }),
-        async () => {
-          // An atomic batch commit: the per-key result carries the timeout.
-          const [r] = await qkv.bulkPut('deadline', [{ key: 'k', value: 3 }], { retry: false });
-          if (r && !r.ok) throw r.error;
-        },
-      ]) {
+      for (const [what, call] of [
+        ['get', () => qkv.get('deadline', 'k', { retry: false })],
+        ['put', () => qkv.put('deadline', 'k', 2, { retry: false })],
+        [
+          'bulkPut',
+          async () => {
+            // An atomic batch commit: the per-key result carries the timeout.
+            const r = await qkv.bulkPut('deadline', [{ key: 'k', value: 3 }], { retry: false });
+            if (r[0] && !r[0].ok) throw r[0].error;
+            return r;
+          },
+        ],
+      ] as const) {
         const t0 = Date.now();
         const err = await call().then(
-          () => undefined,
+          (result: unknown) => ({ resolved: result }),
           (e: unknown) => e,
         );
         const ms = Date.now() - t0;
-        expect(err).toMatchObject({ code: 'NATS_UNAVAILABLE' });
+        expect(err, `${what} on a stopped server`).toMatchObject({ code: 'NATS_UNAVAILABLE' });
         // The default is 5000 ms; the configured 1000 ms applies (generous upper bound).
         expect(ms).toBeGreaterThanOrEqual(900);
         expect(ms).toBeLessThan(4_000);
