@@ -71,7 +71,8 @@ export function endpointClient<Req = unknown, Res = unknown>(
   subject: string,
   options: EndpointClientOptions<Res> = {},
 ): EndpointClient<Req, Res> {
-  if (typeof subject !== 'string' || !/^[^\s.*>]+(\.[^\s.*>]+)*$/.test(subject)) {
+  const tokens = typeof subject === 'string' ? subject.split('.') : [''];
+  if (tokens.some((t) => t === '' || t === '*' || t === '>' || /\s/.test(t))) {
     throw new NatskitError(
       'INVALID_OPTIONS',
       `endpointClient subject ${JSON.stringify(subject)}: a request goes to one subject, with no empty token, space or wildcard`,

@@ -215,9 +215,10 @@ authorization { users = [ { user: u, password: p, permissions: { publish: { deny
       },
     });
     await c.flush();
-    for (const subject of ['', 'a b', 'a..b', 'orders.*', 'orders.>']) {
+    for (const subject of ['', 'a b', 'a..b', 'orders.*', 'orders.>', '>', 'a.']) {
       expect(() => endpointClient(c, subject), subject).toThrow(/a request goes to one subject/);
     }
+    expect(endpointClient(c, 'a*b.c>d').subject).toBe('a*b.c>d'); // literal tokens
     expect((await failure(endpointClient(c, 'raw.text').request({}))).code).toBe('DECODE_FAILED');
     const timedOut = await failure(endpointClient(c, 'raw.silent', { timeoutMs: 200 }).request({}));
     expect([timedOut.code, timedOut.details?.timedOut]).toEqual(['NATS_UNAVAILABLE', true]);
