@@ -16,7 +16,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'integration',
-          include: ['test/integration/**/*.test.ts'],
+          include: ['test/integration/**/*.test.ts', 'test/interop/**/*.test.ts'],
           // Provisions the nats-server binaries, and fails the run on a server left behind.
           globalSetup: ['./test/support/global-setup.ts'],
         },
