@@ -15,5 +15,6 @@ export type {
   NatsServerTls,
 } from './nats-server.js';
 export { startNatsServer } from './nats-server.js';
+export { freePort } from './ports.js';
 export type { NatsServerBinary, NatsServerVersion } from './server-binary.js';
 export { findNatsServerBinary } from './server-binary.js';

@@ -1,4 +1,3 @@
-import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NatskitError } from '../errors/natskit-error.js';
 import {
@@ -7,6 +6,7 @@ import {
   NatsServerProcess,
   type NatsServerStopOptions,
 } from './nats-server.js';
+import { freePort } from './ports.js';
 
 /** Options of {@link startNatsCluster}: those of a single server, plus the size. */
 export interface NatsClusterOptions extends Omit<NatsServerOptions, 'serverName' | 'binary'> {
@@ -29,18 +29,6 @@ export interface NatsClusterHandle extends AsyncDisposable {
   indexOf(serverName: string): number;
   /** Waits until the JetStream meta group has a leader that every running node agrees on. */
   waitForMetaLeader(timeoutMs?: number): Promise<string>;
-}
-
-async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 interface JszMeta {

@@ -1,20 +1,9 @@
-import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { createToken, ServiceManager, StreamService } from '../../src/index.js';
-import { startNatsServer } from '../../src/testing/index.js';
+import { freePort, startNatsServer } from '../../src/testing/index.js';
 
 const TOKEN = 'probe-s3cret-token-91';
-
-async function freePort(): Promise<number> {
-  return await new Promise((resolve) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 interface Probe {
   code: number;
