@@ -187,6 +187,16 @@ export class BucketState {
     return this.call(`get ${key}`, () => this.last(subjectOf(this.name, key)), options);
   }
 
+  /** The first message of a key at or after stream sequence `seq`, with retries. */
+  readNext(key: string, seq: number, options?: KvCallOptions): Promise<StoredMsg | null> {
+    const next_by_subj = subjectOf(this.name, key);
+    return this.call(
+      `get ${key}`,
+      () => this.ctx.jsm.direct.getMessage(this.stream, { next_by_subj, seq }),
+      options,
+    );
+  }
+
   /**
    * Updates the stream once `want` says the stored config lacks something, reading it fresh
    * first (another client may have changed it), then checks the server kept the change (older
@@ -294,9 +304,12 @@ export class BucketState {
 
   /**
    * Publishes one write of `key` with its headers, sized and retried. A compare-and-set carries a
-   * message id, so a retry after a lost acknowledgement is answered with the first write's ack
-   * instead of a false conflict. A plain put goes without (no dedup bookkeeping on the hot path):
-   * its retry may store the same value twice, which leaves the same state and one more revision.
+   * message id: when a retry (after a lost acknowledgement) conflicts, the key's first message
+   * after the expected revision is read, and if it carries that id the first attempt was stored
+   * and its revision is the result, not a false conflict. (The server checks the expected
+   * sequence before its duplicate window, so the id alone does not do it: measured on 2.15.1.)
+   * A plain put goes without: its retry may store the same value twice, which leaves the same
+   * state and one more revision.
    */
   async write(key: string, data: Uint8Array, h: HeaderList, o: WriteOptions): Promise<number> {
     if (h.length === 0 && o.ttl === undefined && o.revision === undefined) {
@@ -313,6 +326,7 @@ export class BucketState {
       // An older revision must not come back when this one expires.
       if (!list.some(([k]) => k === 'Nats-Rollup')) list.push(['Nats-Rollup', 'sub']);
     }
+    let msgId: string | undefined;
     if (o.revision !== undefined) {
       if (!Number.isInteger(o.revision) || o.revision < 0) {
         throw new NatskitError(
@@ -321,21 +335,35 @@ export class BucketState {
           { details: { field: 'revision' } },
         );
       }
-      list.push(['Nats-Msg-Id', nuid.next()]);
+      msgId = nuid.next();
+      list.push(['Nats-Msg-Id', msgId]);
       list.push(['Nats-Expected-Last-Subject-Sequence', String(o.revision)]);
     }
     this.checkSize(key, data.length, headerBytes(list));
     const mh = msgHeaders(list);
     const opts = { timeout: this.ctx.requestTimeoutMs, ...(mh ? { headers: mh } : {}) };
     const subject = subjectOf(this.name, key);
+    let attempts = 0;
     try {
       const ack = await this.call(
         `write ${key}`,
-        () => this.ctx.js.publish(subject, data, opts),
+        () => {
+          attempts++;
+          return this.ctx.js.publish(subject, data, opts);
+        },
         o,
       );
       return ack.seq;
     } catch (err) {
+      if (
+        NatskitError.is(err, 'KV_REVISION_CONFLICT') &&
+        attempts > 1 &&
+        o.revision !== undefined
+      ) {
+        // Expected `o.revision`, so a stored first attempt is the key's next message after it.
+        const next = await this.readNext(key, o.revision + 1, o).catch(() => null);
+        if (next && next.header?.get('Nats-Msg-Id') === msgId) return next.seq;
+      }
       if (NatskitError.is(err, 'KV_REVISION_CONFLICT')) {
         throw new NatskitError(
           'KV_REVISION_CONFLICT',

@@ -15,6 +15,7 @@ import { ConnectionService } from '../connection/connection-service.js';
 import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js';
 import { ApiCode, closedError, isApiError, isConnectionClosed } from '../jetstream/api-errors.js';
 import { msgHeaders } from '../jetstream/headers.js';
+import { storedAttempt } from '../jetstream/lost-ack.js';
 import type { HealthCheckResult, Service } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
 import { countingRetries, METRICS, type Metrics, NO_METRICS } from '../metrics/metrics.js';
@@ -211,14 +212,31 @@ export class StreamService implements Service {
     if (options.expect) opts.expect = { ...options.expect };
     const headers = msgHeaders(options.headers);
     if (headers) opts.headers = headers;
+    let attempts = 0;
     try {
       const ack = await withRetry(
-        () => this.#connection.resilient(js.publish(subject, payload, opts)),
+        () => {
+          attempts++;
+          return this.#connection.resilient(js.publish(subject, payload, opts));
+        },
         { what: `publish to ${subject}`, retry, signal: options.signal, counter: this.metrics },
       );
       this.metrics.published++;
       return ack;
     } catch (err) {
+      // A retry that fails its expectation may follow a first attempt that was stored.
+      if (
+        attempts > 1 &&
+        msgId !== undefined &&
+        options.expect &&
+        isApiError(err, ...EXPECTATION_CODES)
+      ) {
+        const stored = await storedAttempt(this.jsm, subject, msgId, options.expect);
+        if (stored) {
+          this.metrics.published++;
+          return stored;
+        }
+      }
       this.#record(err);
       if (NatskitError.is(err)) throw err;
       if (isConnectionClosed(err)) throw this.#classify(err, `publish to ${subject}`);

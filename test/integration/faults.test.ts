@@ -7,6 +7,7 @@ import {
   NatskitError,
   type Service,
   ServiceManager,
+  StreamService,
 } from '../../src/index.js';
 import { startNatsCluster, startNatsServer } from '../../src/testing/index.js';
 import { captureLogs } from '../support/log-capture.js';
@@ -68,6 +69,66 @@ describe('faults', () => {
     // Every acknowledged plain put is readable.
     const got = await b.bulkGet(putAcks.map((n) => `p${n}`));
     expect(got).toEqual(putAcks);
+  });
+
+  it('a compare-and-set stored by the server whose acknowledgement was lost succeeds on its retry, not a false conflict', async () => {
+    // The server checks Nats-Expected-Last-Subject-Sequence before its duplicate window, so the
+    // retry's message id alone does not turn the retry into the first write's ack.
+    await using server = await startNatsServer();
+    await using app = await ServiceManager.start({
+      ...quiet,
+      nats: { servers: server.url, requestTimeoutMs: 200 },
+    });
+    const kv = app.get(KVStoreService);
+    await kv.createBucket('lostack', { history: 10 });
+    const b = await kv.bucket<number>('lostack');
+    const first = await b.put('k', 1);
+    const pid = server.pid as number;
+    process.kill(pid, 'SIGSTOP'); // the update waits in the socket; its attempts time out
+    const update = b.update('k', 2, first, {
+      retry: { retries: 8, minDelayMs: 100, maxDelayMs: 300 },
+    });
+    await sleep(700);
+    process.kill(pid, 'SIGCONT'); // the first attempt is stored; a later one finds it
+    expect(await update).toBe(first + 1);
+    expect(await b.getEntry('k')).toMatchObject({ value: 2, revision: first + 1 });
+    const values = (await b.history('k')).flatMap((c) => (c.type === 'put' ? [c.value] : []));
+    expect(values).toEqual([1, 2]); // stored once
+    // A real conflict stays one, retried or not.
+    const err = await b.update('k', 3, first).catch((e: unknown) => e);
+    expect(NatskitError.is(err, 'KV_REVISION_CONFLICT')).toBe(true);
+  });
+
+  it('a publish with an expectation whose first attempt was stored but not acknowledged returns that attempt, not EXPECTATION_FAILED', async () => {
+    await using server = await startNatsServer();
+    await using app = await ServiceManager.start({ ...quiet, nats: { servers: server.url } });
+    const streams = app.get(StreamService);
+    await streams.ensureStream({ name: 'LOSTACK', subjects: ['lostack.>'] }); // no direct get
+    const pid = server.pid as number;
+    const retry = { retries: 8, minDelayMs: 100, maxDelayMs: 300 };
+    let last = (await streams.publish('lostack.a', '0')).seq;
+    for (const expectation of [
+      (seq: number) => ({ lastSubjectSequence: seq }),
+      (seq: number) => ({ lastSequence: seq }),
+    ]) {
+      process.kill(pid, 'SIGSTOP'); // the publish waits in the socket; its attempts time out
+      const publishing = streams.publish('lostack.a', String(last), {
+        expect: expectation(last),
+        timeoutMs: 200,
+        retry,
+      });
+      await sleep(700);
+      process.kill(pid, 'SIGCONT');
+      const ack = await publishing;
+      expect(ack.seq).toBe(last + 1);
+      last = ack.seq;
+    }
+    expect((await streams.jsm.streams.info('LOSTACK')).state.messages).toBe(3); // none twice
+    // A real failed expectation stays one.
+    const err = await streams
+      .publish('lostack.a', 'late', { expect: { lastSubjectSequence: 1 } })
+      .catch((e: unknown) => e);
+    expect(NatskitError.is(err, 'EXPECTATION_FAILED')).toBe(true);
   });
 
   it('a start that fails after connecting closes its connection (capability detection aborted by a failing sibling)', async () => {

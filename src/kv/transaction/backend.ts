@@ -3,7 +3,7 @@ import type { BatchAck, BatchMessage } from '../../jetstream/atomic-batch.js';
 import { publishAtomicBatch } from '../../jetstream/atomic-batch.js';
 import type { TypedBucket } from '../bucket-state.js';
 import { OPERATION } from '../headers.js';
-import { guardSubjectOf, subjectOf, validateKey, validateStoredKey } from '../names.js';
+import { guardSubjectOf, validateKey, validateStoredKey } from '../names.js';
 
 /** What a transaction needs from its bucket. */
 export interface TxBackend<T> {
@@ -40,10 +40,7 @@ export function txBackend<T>(handle: TypedBucket<T>): TxBackend<T> {
     validateReadKey: (key) => validateStoredKey(key, name),
     validateWriteKey: (key) => validateKey(key, name),
     readLast: (key) => s.readLast(key),
-    readNext: (key, seq) =>
-      s.call(`get ${key}`, () =>
-        s.ctx.jsm.direct.getMessage(s.stream, { next_by_subj: subjectOf(name, key), seq }),
-      ),
+    readNext: (key, seq) => s.readNext(key, seq),
     encode: (key, value) => handle.encode(key, value),
     decode: (key, m) => handle.decode(key, m),
     ensureAtomic: (what) => s.ensureAtomic(what),
