@@ -1,5 +1,5 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { NatskitError } from '../errors/natskit-error.js';
+import { interestStep, metaStep, routesStep, streamStep, until } from './cluster-readiness.js';
 import {
   type NatsServerHandle,
   type NatsServerOptions,
@@ -23,25 +23,47 @@ export interface NatsClusterHandle extends AsyncDisposable {
   readonly nodes: readonly NatsServerHandle[];
   /** Stops node `index` (0-based); `SIGKILL` simulates a crash. */
   stop(index: number, options?: NatsServerStopOptions): Promise<void>;
-  /** Starts node `index` again on the same ports and store, and waits until it is healthy. */
+  /**
+   * Starts node `index` again on the same ports and store, and waits until it has rejoined: routes
+   * to every running node and (with JetStream) a current peer of the meta group.
+   */
   restart(index: number, options?: NatsServerStopOptions): Promise<void>;
   /** The index of the node with this server name (`leader` fields of stream info), or -1. */
   indexOf(serverName: string): number;
-  /** Waits until the JetStream meta group has a leader that every running node agrees on. */
+  /**
+   * Waits until every running node routes to every other, the JetStream meta group has a leader
+   * that every running node names, and that leader sees every other running node as current.
+   * Resolves with the leader's server name. {@link startNatsCluster} has done this once.
+   */
   waitForMetaLeader(timeoutMs?: number): Promise<string>;
-}
-
-interface JszMeta {
-  meta_cluster?: { leader?: string; cluster_size?: number };
+  /**
+   * Waits until stream `name` can take a publish through any running node: it has a leader that
+   * every node names, its replicas on running nodes are current, and every node has the leader's
+   * interest in its subjects. Resolves with the leader's server name. Creating a stream returns
+   * before this (a publish right after can find no responders); so does a leader change.
+   */
+  waitForStream(name: string, timeoutMs?: number): Promise<string>;
+  /**
+   * Waits until every running node knows of every client subscription to `subject` held on any
+   * node, and at least `subscribedNodes` (default 1) nodes hold one. A subscription reaches the
+   * other nodes through the routes after its own server has it: an endpoint instance on node 1
+   * gets requests sent through node 3 only from then on.
+   */
+  waitForInterest(
+    subject: string,
+    options?: { readonly subscribedNodes?: number; readonly timeoutMs?: number },
+  ): Promise<void>;
 }
 
 class NatsCluster implements NatsClusterHandle {
   readonly #nodes: NatsServerProcess[];
   readonly #size: number;
+  readonly #jetstream: boolean;
 
-  constructor(nodes: NatsServerProcess[]) {
+  constructor(nodes: NatsServerProcess[], jetstream: boolean) {
     this.#nodes = nodes;
     this.#size = nodes.length;
+    this.#jetstream = jetstream;
   }
 
   get urls(): readonly string[] {
@@ -68,30 +90,40 @@ class NatsCluster implements NatsClusterHandle {
 
   async restart(index: number, options?: NatsServerStopOptions): Promise<void> {
     await this.#node(index).restart(options);
+    await this.ready(30_000);
   }
 
-  async waitForMetaLeader(timeoutMs = 30_000): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    let last = 'no node answered';
-    while (Date.now() < deadline) {
-      const running = this.#nodes.filter((n) => n.running);
-      const leaders = await Promise.all(
-        running.map(async (n) => {
-          try {
-            return (await n.monitor<JszMeta>('/jsz')).meta_cluster?.leader ?? '';
-          } catch {
-            return '';
-          }
-        }),
-      );
-      const leader = leaders[0];
-      if (leader && leaders.every((l) => l === leader)) return leader;
-      last = `nodes report leaders ${JSON.stringify(leaders)}`;
-      await sleep(100);
-    }
-    throw new NatskitError(
-      'TEST_SERVER_FAILED',
-      `the cluster elected no JetStream meta leader within ${timeoutMs} ms (${last})`,
+  /** Routes up, then (with JetStream) the meta group formed: what "started" promises. Internal. */
+  async ready(timeoutMs: number): Promise<string | undefined> {
+    const start = performance.now();
+    await until('the cluster formed no full route mesh', timeoutMs, () => routesStep(this.#nodes));
+    if (!this.#jetstream) return undefined;
+    const left = Math.max(1, timeoutMs - (performance.now() - start));
+    return this.waitForMetaLeader(left);
+  }
+
+  waitForMetaLeader(timeoutMs = 30_000): Promise<string> {
+    return until('the cluster formed no JetStream meta group', timeoutMs, async () => {
+      const routes = await routesStep(this.#nodes);
+      return routes.met ? metaStep(this.#nodes) : routes;
+    });
+  }
+
+  waitForStream(name: string, timeoutMs = 30_000): Promise<string> {
+    return until(`stream ${name} was not ready on every node`, timeoutMs, () =>
+      streamStep(this.#nodes, name),
+    );
+  }
+
+  waitForInterest(
+    subject: string,
+    options: { readonly subscribedNodes?: number; readonly timeoutMs?: number } = {},
+  ): Promise<void> {
+    const wanted = options.subscribedNodes ?? 1;
+    return until(
+      `the cluster did not route ${subject} everywhere`,
+      options.timeoutMs ?? 30_000,
+      () => interestStep(this.#nodes, subject, wanted),
     );
   }
 
@@ -106,7 +138,11 @@ class NatsCluster implements NatsClusterHandle {
 
 /**
  * Starts a cluster of nats-servers with JetStream (3 nodes by default) on loopback, with full
- * route meshes, and waits until every node is healthy and the JetStream meta group has a leader.
+ * route meshes. It resolves once the cluster is formed: every node is healthy and routes to
+ * every other, the JetStream meta group has a leader that every node names, and that leader
+ * sees every other node as a current peer. A stream created on it still needs a moment to elect
+ * its own leader: await {@link NatsClusterHandle.waitForStream} before publishing with a raw
+ * client (natskit's publish retries no responders by itself).
  *
  * @example
  * ```ts
@@ -139,11 +175,10 @@ export async function startNatsCluster(
       clusterConfig: `cluster { name: "${name}", listen: "127.0.0.1:${routePort}", routes: [${routes.join(', ')}] }`,
     });
   });
-  const cluster = new NatsCluster(nodes);
+  const cluster = new NatsCluster(nodes, options.jetstream ?? true);
   try {
     await Promise.all(nodes.map((n) => n.start()));
-    if (options.jetstream ?? true)
-      await cluster.waitForMetaLeader(options.startTimeoutMs ?? 30_000);
+    await cluster.ready(options.startTimeoutMs ?? 30_000);
   } catch (err) {
     await cluster[Symbol.asyncDispose]().catch(() => undefined);
     throw err;

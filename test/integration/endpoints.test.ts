@@ -370,6 +370,11 @@ describe('endpoints on a 3-node cluster', () => {
     const [u0, u1, u2] = cluster.urls as [string, string, string];
     const a = await instance(u0, 'a');
     const b = await instance(u1, 'b');
+    // An instance listens on its own server when start resolves; the other nodes learn of it
+    // through the routes a moment later. The client's node must know of both before it sends.
+    for (const subject of ['orders.get', '$SRV.PING.orders']) {
+      await cluster.waitForInterest(subject, { subscribedNodes: 2 });
+    }
     const client = await ServiceManager.start({ ...quiet, nats: { servers: u2 } });
     try {
       const get = endpointClient<GetOrder, { by: string }>(

@@ -109,6 +109,32 @@ describe('startNatsServer', () => {
 });
 
 describe('startNatsCluster', () => {
+  it('resolves once the cluster is formed: full route mesh, one meta leader, every peer current', async () => {
+    // Before, start resolved at the first node naming a leader: the leader then listed one peer
+    // of two, not current, and a stream created at once had no leader for its first publish.
+    await using cluster = await startNatsCluster({ size: 3 });
+    type Jsz = {
+      meta_cluster?: { leader?: string; replicas?: { name: string; current: boolean }[] };
+    };
+    const views = await Promise.all(cluster.nodes.map((n) => n.monitor<Jsz>('/jsz')));
+    const leader = views[0]?.meta_cluster?.leader ?? '';
+    expect(views.map((v) => v.meta_cluster?.leader)).toEqual([leader, leader, leader]);
+    const own = views[cluster.indexOf(leader)]?.meta_cluster?.replicas ?? [];
+    const peers = cluster.nodes.map((n) => n.serverName).filter((n) => n !== leader);
+    expect(
+      own
+        .filter((r) => r.current)
+        .map((r) => r.name)
+        .sort(),
+    ).toEqual(peers.sort());
+    for (const node of cluster.nodes) {
+      const rz = await node.monitor<{ routes?: { remote_name?: string }[] }>('/routez');
+      const remote = new Set(rz.routes?.map((r) => r.remote_name));
+      for (const other of cluster.nodes)
+        if (other !== node) expect(remote.has(other.serverName)).toBe(true);
+    }
+  });
+
   it('forms a 3-node cluster whose R3 stream survives killing its leader', async () => {
     await using cluster = await startNatsCluster({ size: 3 });
     expect(cluster.urls).toHaveLength(3);
@@ -116,11 +142,15 @@ describe('startNatsCluster', () => {
     try {
       const jsm = await jetstreamManager(nc);
       await jsm.streams.add({ name: 'R3', subjects: ['r3.>'], num_replicas: 3 });
+      // Created is not ready: the stream elects its leader, which then subscribes to r3.> and
+      // its interest crosses the routes. A raw publish before that finds no responders.
+      const elected = await cluster.waitForStream('R3');
       const js = jetstream(nc);
       for (let i = 0; i < 10; i++) await js.publish('r3.x', `m${i}`);
 
       const before = await jsm.streams.info('R3');
       const leader = before.cluster?.leader ?? '';
+      expect(leader).toBe(elected);
       const index = cluster.indexOf(leader);
       expect(index).toBeGreaterThanOrEqual(0);
       const leaderPid = cluster.nodes[index]?.pid;
@@ -128,23 +158,29 @@ describe('startNatsCluster', () => {
       expect(alive(leaderPid)).toBe(false);
 
       // A new stream leader takes over; publishing and reading keep working on 2 of 3 nodes.
-      let after = await jsm.streams.info('R3').catch(() => undefined);
-      const deadline = Date.now() + 20_000;
-      while (
-        (!after?.cluster?.leader || after.cluster.leader === leader) &&
-        Date.now() < deadline
-      ) {
-        await new Promise((r) => setTimeout(r, 200));
-        after = await jsm.streams.info('R3').catch(() => undefined);
-      }
-      expect(after?.cluster?.leader).toBeTruthy();
-      expect(after?.cluster?.leader).not.toBe(leader);
+      const successor = await cluster.waitForStream('R3');
+      expect(successor).not.toBe(leader);
+      expect((await jsm.streams.info('R3')).cluster?.leader).toBe(successor);
       await js.publish('r3.x', 'after-failover', { timeout: 10_000 });
       const info = await jsm.streams.info('R3');
       expect(info.state.messages).toBe(11);
 
+      // A restarted node has rejoined when restart resolves: the meta leader sees it current.
       await cluster.restart(index);
       expect(cluster.nodes[index]?.running).toBe(true);
+      const meta = await cluster.nodes[(index + 1) % 3]?.monitor<{
+        meta_cluster?: { leader?: string; replicas?: { name: string; current: boolean }[] };
+      }>('/jsz');
+      const leaderNode = cluster.nodes[cluster.indexOf(meta?.meta_cluster?.leader ?? '')];
+      const view = await leaderNode?.monitor<{
+        meta_cluster?: { replicas?: { name: string; current: boolean }[] };
+      }>('/jsz');
+      const restartedName = cluster.nodes[index]?.serverName;
+      if (restartedName !== leaderNode?.serverName) {
+        expect(view?.meta_cluster?.replicas).toContainEqual(
+          expect.objectContaining({ name: restartedName, current: true }),
+        );
+      }
     } finally {
       await nc.close();
     }
