@@ -33,9 +33,7 @@ interface Subsz {
 }
 
 /** A node of the cluster as these checks see it. */
-export type ClusterNode = Pick<NatsServerHandle, 'serverName' | 'running'> & {
-  monitor<T>(path: string): Promise<T>;
-};
+export type ClusterNode = Pick<NatsServerHandle, 'serverName' | 'running' | 'monitor'>;
 
 /** Where a condition stands: met (with a value), or not yet and why. */
 type Step<T> =

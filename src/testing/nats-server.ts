@@ -68,6 +68,8 @@ export interface NatsServerHandle extends AsyncDisposable {
   restart(options?: NatsServerStopOptions): Promise<void>;
   /** The last lines the server printed. */
   logTail(lines?: number): string;
+  /** GETs a monitoring endpoint (`/jsz`, `/varz`, `/routez?subs=1`...) and parses its JSON. */
+  monitor<T = unknown>(path: string): Promise<T>;
 }
 
 /** Internal knobs the cluster helper sets on top of {@link NatsServerOptions}. */
