@@ -10,6 +10,7 @@ import {
   StreamService,
 } from '../../src/index.js';
 import { startNatsCluster, startNatsServer } from '../../src/testing/index.js';
+import { freeze, thaw } from '../support/freeze.js';
 import { captureLogs } from '../support/log-capture.js';
 
 const quiet = { logger: { level: 'silent' as const } };
@@ -84,12 +85,12 @@ describe('faults', () => {
     const b = await kv.bucket<number>('lostack');
     const first = await b.put('k', 1);
     const pid = server.pid as number;
-    process.kill(pid, 'SIGSTOP'); // the update waits in the socket; its attempts time out
+    await freeze(pid); // the update waits in the socket; its attempts time out
     const update = b.update('k', 2, first, {
       retry: { retries: 8, minDelayMs: 100, maxDelayMs: 300 },
     });
     await sleep(700);
-    process.kill(pid, 'SIGCONT'); // the first attempt is stored; a later one finds it
+    thaw(pid); // the first attempt is stored; a later one finds it
     expect(await update).toBe(first + 1);
     expect(await b.getEntry('k')).toMatchObject({ value: 2, revision: first + 1 });
     const values = (await b.history('k')).flatMap((c) => (c.type === 'put' ? [c.value] : []));
@@ -111,14 +112,14 @@ describe('faults', () => {
       (seq: number) => ({ lastSubjectSequence: seq }),
       (seq: number) => ({ lastSequence: seq }),
     ]) {
-      process.kill(pid, 'SIGSTOP'); // the publish waits in the socket; its attempts time out
+      await freeze(pid); // the publish waits in the socket; its attempts time out
       const publishing = streams.publish('lostack.a', String(last), {
         expect: expectation(last),
         timeoutMs: 200,
         retry,
       });
       await sleep(700);
-      process.kill(pid, 'SIGCONT');
+      thaw(pid);
       const ack = await publishing;
       expect(ack.seq).toBe(last + 1);
       last = ack.seq;

@@ -4,6 +4,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KVStoreService, type KvChange, NatskitError, ServiceManager } from '../../src/index.js';
 import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
+import { freeze, thaw } from '../support/freeze.js';
 import { testSchema } from '../support/schema.js';
 
 const quiet = { logger: { level: 'silent' as const } };
@@ -482,7 +483,7 @@ describe('KVStoreService', () => {
     const qkv = quick.get(KVStoreService);
     await qkv.put('deadline', 'k', 1);
     const pid = server.pid as number;
-    process.kill(pid, 'SIGSTOP'); // a real server that stops answering
+    await freeze(pid); // a real server that stops answering
     try {
       for (const [what, call] of [
         ['get', () => qkv.get('deadline', 'k', { retry: false })],
@@ -509,7 +510,7 @@ describe('KVStoreService', () => {
         expect(ms).toBeLessThan(4_000);
       }
     } finally {
-      process.kill(pid, 'SIGCONT');
+      thaw(pid);
     }
   });
 

@@ -179,8 +179,22 @@ describe('SQLite state store', () => {
       let maxRevision = 0;
       let count = 0;
       const lines = createInterface({ input: child.stdout });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+      });
       const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-      await new Promise<void>((resolve) => {
+      await new Promise<void>((resolve, reject) => {
+        // A writer that dies before the kill fails the test with what it said (it used to leave
+        // the test waiting for lines until its 120 s timeout).
+        child.on('exit', (code, signal) => {
+          if (count < acksBeforeKill)
+            reject(
+              new Error(
+                `${padBytes}/${synchronous}: the writer exited (${code ?? signal}) after ${count} acks: ${stderr}`,
+              ),
+            );
+        });
         lines.on('line', (line) => {
           if (line === 'ready') return;
           const [key, i, revision] = line.split(' ');
