@@ -191,3 +191,18 @@ export function createError(bucket: string, asked: CreateAsked, err: unknown): u
     { cause: err, details: { field, bucket, apiCode: err.code } },
   );
 }
+
+/**
+ * Throws `CAPABILITY_MISSING` when the server predates subject transforms (2.10), which a source
+ * needs to rewrite its keys into the aggregate. (The client refuses them with a plain error, and
+ * the server's API level says nothing below 2.11.)
+ */
+export function requireTransforms(bucket: string, serverVersion: string): void {
+  const [major = 0, minor = 0] = serverVersion.split('.').map(Number);
+  if (major > 2 || (major === 2 && minor >= 10)) return;
+  throw new NatskitError(
+    'CAPABILITY_MISSING',
+    `bucket ${bucket} with sources needs subject transforms (nats-server >= 2.10); the server is ${serverVersion}`,
+    { details: { bucket, feature: 'subjectTransforms', minServer: '2.10', serverVersion } },
+  );
+}

@@ -12,7 +12,7 @@ import {
   diffBucket,
   toStreamConfig,
 } from './bucket-config.js';
-import { checkOrigins, createError, topologyOf } from './bucket-topology.js';
+import { checkOrigins, createError, requireTransforms, topologyOf } from './bucket-topology.js';
 import { streamOf } from './names.js';
 
 /** What binding and provisioning buckets needs. */
@@ -85,6 +85,7 @@ export async function provisionBucket(
   c.connection.requireFeature('jetstream', `bucket ${name}`);
   if (wanted.perKeyTtl || wanted.markerTtlMs)
     c.connection.requireFeature('perKeyTtl', `bucket ${name} with per-key TTL`);
+  if (wanted.sources) requireTransforms(name, c.connection.capabilities.serverVersion);
   let stored = await info(c, name);
   if (!stored) {
     const made = await create(c, name, wanted);

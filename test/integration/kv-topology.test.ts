@@ -231,4 +231,30 @@ describe('mirrored and sourced buckets (one server)', () => {
     expect(info.config.sources?.map((s) => s.name)).toEqual(['KV_d_one']);
     await kv.createBucket('d_agg', { sources: [{ bucket: 'd_one' }] }); // no drift left
   });
+
+  it('nats-server 2.9 drops the subject transform of a source: CAPABILITY_MISSING, and no bucket is left; its mirrors work', async () => {
+    await using old = await startNatsServer({ version: '2.9' });
+    await using legacy = await ServiceManager.start({
+      logger: { level: 'silent' },
+      nats: { servers: old.url },
+    });
+    const lkv = legacy.get(KvService);
+    await lkv.createBucket('one');
+    await lkv.put('one', 'k', 1);
+    const err = await failure(lkv.createBucket('agg', { sources: [{ bucket: 'one' }] }));
+    expect(NatskitError.is(err, 'CAPABILITY_MISSING'), String(err)).toBe(true);
+    const oc = await connect({ servers: old.url });
+    try {
+      const names: string[] = [];
+      for await (const n of (await jetstreamManager(oc)).streams.names()) names.push(n);
+      expect(names).toEqual(['KV_one']);
+    } finally {
+      await oc.close();
+    }
+    // A mirror needs no transform: it works on 2.9.
+    await lkv.createBucket('one_copy', { mirror: { bucket: 'one' } });
+    const copy = await lkv.bucket('one_copy');
+    await eventually(async () => (await copy.get('k')) === 1);
+    expect(await copy.keys()).toEqual(['k']);
+  });
 });
