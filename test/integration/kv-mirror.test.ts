@@ -94,12 +94,32 @@ describe('mirrors, sources and placement on a 3-node cluster', () => {
         .createBucket('too_few', { replicas: 3, placement: { tags: ['ssd'] } })
         .catch((e: unknown) => e);
       expect((r3 as NatskitError).details).toMatchObject({ field: 'placement', apiCode: 10005 });
+      // More replicas than servers, without placement: the field is replicas.
+      const r5 = await kv.createBucket('too_many', { replicas: 5 }).catch((e: unknown) => e);
+      expect(NatskitError.is(r5, 'INVALID_OPTIONS')).toBe(true);
+      expect((r5 as NatskitError).details).toMatchObject({ field: 'replicas', apiCode: 10005 });
       const names: string[] = [];
       for await (const n of jsm.streams.names()) names.push(n);
       expect(names).not.toContain('KV_nowhere');
       expect(names).not.toContain('KV_too_few');
+      expect(names).not.toContain('KV_too_many');
     } finally {
       await raw.close();
+    }
+  });
+
+  it('the harness refuses server tags it cannot write into a config, before starting anything', async () => {
+    for (const serverTags of [[['a b']], [['a"b']], [[], [], [], []], ['az:a']]) {
+      const err = await startNatsCluster({ size: 3, serverTags: serverTags as never }).then(
+        async (c) => {
+          await c[Symbol.asyncDispose]();
+          return 'started';
+        },
+        (e: unknown) => e,
+      );
+      expect((err as NatskitError).details, JSON.stringify(serverTags)).toEqual({
+        field: 'serverTags',
+      });
     }
   });
 });
