@@ -64,6 +64,7 @@ describe('tx.put encodes and validates every value as put does (null and undefin
     expect(await outcome(b.put('k', undef))).toBe('VALIDATION_FAILED');
     expect(await outcome(b.transaction((tx) => void tx.put('k', undef)))).toBe('VALIDATION_FAILED');
     expect(await outcome(b.transaction((tx) => tx.create('new', null)))).toBe('VALIDATION_FAILED');
+    expect(await outcome(b.updateWith('k', () => null))).toBe('VALIDATION_FAILED');
     expect(await lastSeq('schema_null')).toBe(before); // nothing committed
     expect(await b.bulkGet(['k', 'other', 'new'])).toEqual([{ n: 1 }, { n: 2 }, null]);
     // A delete is tx.delete, and skips the schema as delete does.
@@ -97,6 +98,11 @@ describe('tx.put encodes and validates every value as put does (null and undefin
     expect((await b.keys()).sort()).toEqual(['created', 'inside', 'outside', 'second']);
     const history = await b.history('inside');
     expect(history.map((h) => h.type)).toEqual(['put', 'put']);
+
+    // updateWith is a transaction too: returning null stores null, it does not delete the key.
+    const r = await b.updateWith('second', () => null);
+    expect(r.value).toBeNull();
+    expect((await b.getEntry('second'))?.revision).toBe(r.revision);
   });
 
   it('plain JSON bucket: undefined fails INVALID_VALUE inside and outside, and commits nothing', async () => {
