@@ -64,6 +64,7 @@ export type {
   BucketPlacement,
   DriftPolicy,
 } from './kv/bucket-config.js';
+export type { BucketMirror, BucketSource } from './kv/bucket-topology.js';
 export type { Codec } from './kv/codec.js';
 export { bytesCodec, jsonCodec, stringCodec } from './kv/codec.js';
 export type { BucketOptions, KVStoreOptions, UntypedValue } from './kv/kv-store-service.js';

@@ -60,6 +60,8 @@ export const ErrorCode = {
   KV_BUCKET_DRIFT: 'KV_BUCKET_DRIFT',
   /** A revision did not match: the key changed (or exists, for `create`). `details` names keys. */
   KV_REVISION_CONFLICT: 'KV_REVISION_CONFLICT',
+  /** A write to a bucket that takes none (a mirror: write to its origin); nothing was sent. */
+  KV_READ_ONLY: 'KV_READ_ONLY',
   /** A transaction writes more keys than one atomic batch can carry. */
   TX_TOO_LARGE: 'TX_TOO_LARGE',
   /** A key breaks the NATS KV key rules. */

@@ -8,6 +8,13 @@ import {
 import { millis, nanos } from '@nats-io/transport-node';
 import { checkMs } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import {
+  type BucketMirror,
+  type BucketSource,
+  checkTopology,
+  topologyOf,
+  topologyStreamFields,
+} from './bucket-topology.js';
 import { streamOf, subjectOf } from './names.js';
 
 /** The config of a bucket natskit provisions. */
@@ -33,6 +40,13 @@ export interface BucketConfig {
   readonly markerTtlMs?: number;
   /** Where a clustered server places the bucket's stream: a cluster name and server tags. */
   readonly placement?: BucketPlacement;
+  /**
+   * Make the bucket a read replica of another bucket (a mirror: read-only, it cannot be changed
+   * later). Not with `sources`.
+   */
+  readonly mirror?: BucketMirror;
+  /** Copy the keys of these buckets into this one, as they are written (an aggregate). */
+  readonly sources?: readonly BucketSource[];
   readonly description?: string;
 }
 
@@ -54,6 +68,8 @@ const FIELDS: ReadonlySet<string> = new Set([
   'perKeyTtl',
   'markerTtlMs',
   'placement',
+  'mirror',
+  'sources',
   'description',
 ]);
 
@@ -75,12 +91,6 @@ export function checkBucketConfig(config: BucketConfig): void {
     new NatskitError('INVALID_OPTIONS', `bucket config ${field} ${why}`, { details: { field } });
   if (typeof config !== 'object' || config === null) throw bad('', 'must be an object');
   for (const field of Object.keys(config)) {
-    if (field === 'mirror' || field === 'sources') {
-      throw bad(
-        field,
-        'is not supported: create a mirrored or sourced bucket with the nats CLI or a NATS client, then bind it with kv.bucket(name)',
-      );
-    }
     if (!FIELDS.has(field)) {
       throw bad(field, `is not a bucket config field (known: ${[...FIELDS].join(', ')})`);
     }
@@ -97,6 +107,7 @@ export function checkBucketConfig(config: BucketConfig): void {
   ) {
     throw bad('placement', 'must be { cluster?: string, tags?: string[] } naming at least one');
   }
+  checkTopology(config);
   if (
     config.history !== undefined &&
     !(Number.isInteger(config.history) && config.history >= 1 && config.history <= 64)
@@ -145,7 +156,12 @@ export function toStreamConfig(bucket: string, c: BucketConfig, atomic: boolean)
   if (c.placement) config.placement = toPlacement(c.placement);
   if (c.perKeyTtl || c.markerTtlMs) config.allow_msg_ttl = true;
   if (c.markerTtlMs) config.subject_delete_marker_ttl = nanos(c.markerTtlMs);
-  if (atomic) config.allow_atomic = true;
+  Object.assign(config, topologyStreamFields(bucket, c));
+  if (c.mirror) {
+    delete config.subjects; // a mirror listens on no subject: writes go to its origin
+  } else if (atomic) {
+    config.allow_atomic = true;
+  }
   return config as StreamConfig;
 }
 
@@ -158,12 +174,15 @@ function toPlacement(p: BucketPlacement): Placement {
 
 /** The bucket view of a stored stream config. */
 export function fromStreamConfig(s: StreamConfig): Required<
-  Omit<BucketConfig, 'description' | 'placement'>
+  Omit<BucketConfig, 'description' | 'placement' | 'mirror' | 'sources'>
 > & {
   directGet: boolean;
   placement: BucketPlacement | undefined;
+  mirror: { bucket: string } | undefined;
+  sources: readonly string[];
 } {
   return {
+    ...topologyOf(s),
     placement:
       s.placement?.cluster || s.placement?.tags?.length ? toPlacement(s.placement) : undefined,
     history: s.max_msgs_per_subject,
@@ -189,6 +208,15 @@ export function diffBucket(stored: StreamConfig, requested: BucketConfig): Bucke
       const asked = toPlacement(want as BucketPlacement);
       if (JSON.stringify(existing ?? {}) === JSON.stringify(asked)) continue;
       out.push({ field: 'placement', existing, requested: asked, updatable: true });
+      continue;
+    }
+    if (field === 'mirror' || field === 'sources') {
+      // Compared as topologyOf reads them; a mirror cannot be changed (server rule), sources can.
+      const self = stored.name.startsWith('KV_') ? stored.name.slice(3) : stored.name;
+      const asked = topologyOf(toStreamConfig(self, requested, false));
+      const key = field as 'mirror' | 'sources';
+      if (JSON.stringify(existing) === JSON.stringify(asked[key])) continue;
+      out.push({ field: key, existing, requested: asked[key], updatable: field === 'sources' });
       continue;
     }
     if (existing === want) continue;

@@ -20,6 +20,7 @@ import {
 import { type HeaderList, headerBytes, msgHeaders } from '../jetstream/headers.js';
 import type { KvMetrics } from '../metrics/metrics.js';
 import { type RetryCounter, type RetryOptions, withRetry } from '../retry/retry.js';
+import { keySpaceOf, readOnlyError } from './bucket-topology.js';
 import { guardSubjectOf, RESERVED_PREFIX, streamOf, subjectOf } from './names.js';
 import type { KvCallOptions } from './types.js';
 
@@ -86,6 +87,17 @@ export class BucketState {
   /** The stored stream config, as last read or updated. */
   get config(): StreamConfig {
     return this.#config;
+  }
+
+  /** The bucket whose subjects (`$KV.<keySpace>.<key>`) hold the keys: the origin for a mirror. */
+  get keySpace(): string {
+    return keySpaceOf(this.name, this.#config);
+  }
+
+  /** Throws `KV_READ_ONLY` on a mirror, before anything is sent (no stream takes its writes). */
+  assertWritable(what: string): void {
+    const m = this.#config.mirror;
+    if (m) throw readOnlyError(this.name, m.name.replace(/^KV_/, ''), what);
   }
 
   /** The largest message (value plus headers) the bucket and the server accept, in bytes. */
@@ -184,12 +196,12 @@ export class BucketState {
 
   /** The last message of a key, with retries. */
   readLast(key: string, options?: KvCallOptions): Promise<StoredMsg | null> {
-    return this.call(`get ${key}`, () => this.last(subjectOf(this.name, key)), options);
+    return this.call(`get ${key}`, () => this.last(subjectOf(this.keySpace, key)), options);
   }
 
   /** The first message of a key at or after stream sequence `seq`, with retries. */
   readNext(key: string, seq: number, options?: KvCallOptions): Promise<StoredMsg | null> {
-    const next_by_subj = subjectOf(this.name, key);
+    const next_by_subj = subjectOf(this.keySpace, key);
     return this.call(
       `get ${key}`,
       () => this.ctx.jsm.direct.getMessage(this.stream, { next_by_subj, seq }),
@@ -250,6 +262,7 @@ export class BucketState {
   /** Turns on per-key TTL (a one-way stream flag) the first time it is needed. */
   async ensureTtl(): Promise<void> {
     const what = `a per-key TTL on bucket ${this.name}`;
+    this.assertWritable(what);
     requireFeature(this.ctx.capabilities(), 'perKeyTtl', what);
     await this.#mutate(
       what,
@@ -261,6 +274,7 @@ export class BucketState {
 
   /** Turns on atomic publish the first time it is needed. */
   async ensureAtomic(what: string): Promise<void> {
+    this.assertWritable(what);
     requireFeature(this.ctx.capabilities(), 'atomicBatch', what);
     await this.#mutate(
       what,
@@ -312,6 +326,7 @@ export class BucketState {
    * state and one more revision.
    */
   async write(key: string, data: Uint8Array, h: HeaderList, o: WriteOptions): Promise<number> {
+    this.assertWritable(`write ${key}`);
     if (h.length === 0 && o.ttl === undefined && o.revision === undefined) {
       // The hot path: a plain put carries no header at all.
       this.checkSize(key, data.length, 0);

@@ -145,9 +145,9 @@ export class KvBucketImpl<T> implements KvBucket<T> {
           nc: ctx.nc,
           jsm: ctx.jsm,
           stream: this.state.stream,
-          filter: subjectOf(this.name, keyOrFilter),
+          filter: subjectOf(this.state.keySpace, keyOrFilter),
           toChange: (m, initial) =>
-            isReserved(keyOf(this.name, m.subject)) ? null : toChange(this, m, initial),
+            isReserved(keyOf(this.state.keySpace, m.subject)) ? null : toChange(this, m, initial),
           log: ctx.log,
           onResume: this.state.metrics?.watchResume,
         },

@@ -70,7 +70,7 @@ export async function bulkGet<T>(
   const unique = [...new Set(keys)];
   if (state.config.allow_direct && state.ctx.capabilities().features.multiGet) {
     for (let i = 0; i < unique.length; i += MULTI_LAST_MAX) {
-      const chunk = unique.slice(i, i + MULTI_LAST_MAX).map((k) => subjectOf(state.name, k));
+      const chunk = unique.slice(i, i + MULTI_LAST_MAX).map((k) => subjectOf(state.keySpace, k));
       const msgs = await state.call(
         'bulk get',
         async () => {
@@ -83,7 +83,7 @@ export async function bulkGet<T>(
         },
         options,
       );
-      for (const m of msgs) found.set(keyOf(state.name, m.subject), m);
+      for (const m of msgs) found.set(keyOf(state.keySpace, m.subject), m);
     }
   } else {
     await pool(unique, WINDOW, async (k) => {

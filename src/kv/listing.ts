@@ -23,10 +23,13 @@ async function* read<T>(
   lastPerSubject: boolean,
   headersOnly: boolean,
 ): AsyncGenerator<JsMsg> {
-  const { ctx, stream, name } = b.state;
+  const { ctx, stream, keySpace } = b.state;
   b.state.assertOpen('scan');
   try {
-    yield* scan(ctx.jsm, ctx.js, stream, subjectOf(name, filter), { lastPerSubject, headersOnly });
+    yield* scan(ctx.jsm, ctx.js, stream, subjectOf(keySpace, filter), {
+      lastPerSubject,
+      headersOnly,
+    });
   } catch (err) {
     throw await b.state.classify(err);
   }
@@ -37,7 +40,7 @@ export async function listKeys<T>(b: TypedBucket<T>, filter: string): Promise<st
   validateFilter(filter, b.state.name);
   const out: string[] = [];
   for await (const m of read(b, filter, true, true)) {
-    const key = keyOf(b.state.name, m.subject);
+    const key = keyOf(b.state.keySpace, m.subject);
     if (!isAbsent(m.headers) && !isReserved(key)) out.push(key);
   }
   return out;
@@ -48,7 +51,7 @@ export async function listValues<T>(b: TypedBucket<T>, filter: string): Promise<
   validateFilter(filter, b.state.name);
   const out = new Map<string, T>();
   for await (const m of read(b, filter, true, false)) {
-    const key = keyOf(b.state.name, m.subject);
+    const key = keyOf(b.state.keySpace, m.subject);
     if (isAbsent(m.headers) || isReserved(key)) continue;
     out.set(key, await b.decode(key, m));
   }
@@ -69,7 +72,7 @@ export async function toChange<T>(
   m: Stored,
   initial: boolean,
 ): Promise<KvChange<T>> {
-  const key = keyOf(b.state.name, m.subject);
+  const key = keyOf(b.state.keySpace, m.subject);
   const created = m.time;
   if (isAbsent(m.headers)) {
     const op = m.headers?.get(OPERATION);

@@ -241,8 +241,14 @@ export interface Tx<T> {
   /** Reads several keys at once (in parallel: one round trip); values in the order asked. */
   getMany(keys: readonly string[]): Promise<(T | null)[]>;
   getEntry(key: string): Promise<TxEntry<T> | null>;
+  /**
+   * Writes a value, encoded and validated exactly as `KvBucket.put` does: `null` is a value (JSON
+   * `null`, or `VALIDATION_FAILED` / `INVALID_VALUE` where the schema or codec refuses it), never
+   * a delete.
+   */
   put(key: string, value: T): Promise<void>;
   /** Writes only if the key is absent (at commit); fails with `KV_REVISION_CONFLICT` if it is live. */
   create(key: string, value: T): Promise<void>;
+  /** Deletes the key (no schema applies: there is no value). */
   delete(key: string): Promise<void>;
 }

@@ -14,6 +14,11 @@ export interface NatsClusterOptions extends Omit<NatsServerOptions, 'serverName'
   readonly size?: number;
   /** The cluster's name; nodes are named `<name>-1` ... @defaultValue 'natskit' */
   readonly name?: string;
+  /**
+   * `server_tags` of each node, by index (placement of streams by tag): `[['az:1'], ['az:2']]`
+   * tags node 0 and node 1, and leaves the others untagged. @defaultValue no tags
+   */
+  readonly serverTags?: readonly (readonly string[] | undefined)[];
 }
 
 /** A running cluster of test servers. Dispose it to stop every node and delete their files. */
@@ -159,6 +164,22 @@ export async function startNatsCluster(
     throw new NatskitError('INVALID_OPTIONS', `size must be a positive integer, got ${size}`);
   }
   const name = options.name ?? 'natskit';
+  const tags = options.serverTags ?? [];
+  if (
+    !Array.isArray(tags) ||
+    tags.length > size ||
+    !tags.every(
+      (t) =>
+        t === undefined ||
+        (Array.isArray(t) && t.every((x) => typeof x === 'string' && /^[^\s"]+$/.test(x))),
+    )
+  ) {
+    throw new NatskitError(
+      'INVALID_OPTIONS',
+      `serverTags must list at most ${size} arrays of tags (no spaces or quotes)`,
+      { details: { field: 'serverTags' } },
+    );
+  }
   // Route ports must be known before any node starts, so that every node lists every other.
   const routePorts: number[] = [];
   const clientPorts: number[] = [];
@@ -168,8 +189,10 @@ export async function startNatsCluster(
   }
   const nodes = routePorts.map((routePort, i) => {
     const routes = routePorts.filter((_, j) => j !== i).map((p) => `"nats-route://127.0.0.1:${p}"`);
+    const own = tags[i]?.length ? `server_tags: ${JSON.stringify(tags[i])}` : '';
     return new NatsServerProcess({
       ...options,
+      extraConfig: [options.extraConfig, own].filter(Boolean).join('\n'),
       serverName: `${name}-${i + 1}`,
       port: clientPorts[i] ?? -1,
       clusterConfig: `cluster { name: "${name}", listen: "127.0.0.1:${routePort}", routes: [${routes.join(', ')}] }`,

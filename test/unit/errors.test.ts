@@ -19,6 +19,7 @@ describe('NatskitError', () => {
         'KV_BUCKET_NOT_FOUND',
         'KV_BUCKET_DRIFT',
         'KV_REVISION_CONFLICT',
+        'KV_READ_ONLY',
         'TX_TOO_LARGE',
         'INVALID_KEY',
         'INVALID_BUCKET',

@@ -9,13 +9,20 @@ export interface Read<T> {
   readonly entry: KvEntry<T> | null;
 }
 
-export interface Write<T> {
-  /** The encoded value once ready; null: a delete. */
-  data: Uint8Array | null | undefined;
-  readonly value: T | null;
-  /** Must the key be absent at commit (create)? */
-  readonly create: boolean;
-}
+/**
+ * A buffered write: a value (`put`, `create`) or a delete. A value is never a delete, whatever it
+ * is: `tx.put(k, null)` encodes and validates `null` like `put(k, null)` outside a transaction.
+ */
+export type Write<T> =
+  | {
+      readonly op: 'put';
+      /** The encoded value once ready. */
+      data: Uint8Array | undefined;
+      readonly value: T;
+      /** Must the key be absent at commit (create)? */
+      readonly create: boolean;
+    }
+  | { readonly op: 'delete'; readonly data: null; readonly create: boolean };
 
 /** One run of a transaction's function: what it read, what it wrote, what is still pending. */
 export class Attempt<T> implements Tx<T> {
@@ -133,7 +140,7 @@ export class Attempt<T> implements Tx<T> {
     this.#open('getEntry');
     const w = this.writes.get(key);
     if (w) {
-      return w.value === null
+      return w.op === 'delete'
         ? null
         : { key, value: w.value, buffered: true, revision: undefined, created: undefined };
     }
@@ -150,27 +157,35 @@ export class Attempt<T> implements Tx<T> {
   }
 
   /** Records a write now; its encoding (or the read a create needs) finishes before the commit. */
-  #record(op: string, key: string, value: T | null, create: boolean): Promise<void> {
+  #record(
+    op: string,
+    key: string,
+    put: { readonly value: T } | null,
+    create: boolean,
+  ): Promise<void> {
     try {
       this.#open(op);
-      if (value === null) this.#b.validateReadKey(key);
+      // Any stored key can be deleted; only keys every KV client reads can be written.
+      if (put === null) this.#b.validateReadKey(key);
       else this.#b.validateWriteKey(key);
     } catch (err) {
       return this.#refuse(err);
     }
-    const w: Write<T> = {
-      data: value === null ? null : undefined,
-      value,
-      create: create || (this.writes.get(key)?.create ?? false),
-    };
     const before = this.writes.get(key);
+    // After an earlier write of the key in this transaction, the commit expects what that write
+    // expected: a create after the transaction's own delete replaces it, it needs no absent key.
+    const keepCreate = before ? before.create : create;
+    const w: Write<T> =
+      put === null
+        ? { op: 'delete', data: null, create: keepCreate }
+        : { op: 'put', data: undefined, value: put.value, create: keepCreate };
     this.writes.set(key, w);
     return this.#track(
       (async () => {
         if (create) {
           // A live key fails the create; the tombstone or 0 is what the commit expects.
-          const entry = before ? before.value : (await this.#read(key)).entry;
-          if (entry !== null) {
+          const live = before ? before.op === 'put' : (await this.#read(key)).entry !== null;
+          if (live) {
             throw new NatskitError(
               'KV_REVISION_CONFLICT',
               `key ${key} in bucket ${this.#b.bucket} exists (create)`,
@@ -184,18 +199,19 @@ export class Attempt<T> implements Tx<T> {
             );
           }
         }
-        if (value !== null) w.data = await this.#b.encode(key, value);
+        // The same encoding and schema as a put outside a transaction (null and undefined too).
+        if (w.op === 'put') w.data = await this.#b.encode(key, w.value);
       })(),
       true,
     );
   }
 
   put(key: string, value: T): Promise<void> {
-    return this.#record('put', key, value, false);
+    return this.#record('put', key, { value }, false);
   }
 
   create(key: string, value: T): Promise<void> {
-    return this.#record('create', key, value, true);
+    return this.#record('create', key, { value }, true);
   }
 
   delete(key: string): Promise<void> {

@@ -82,6 +82,18 @@ function expectation<T>(tx: Attempt<T>, key: string, w: Write<T>): number | unde
   return w.create ? 0 : undefined;
 }
 
+/** What a settled write sends: its encoded value, or null for a delete. */
+function payload<T>(key: string, w: Write<T>): Uint8Array | null {
+  if (w.op === 'delete') return null;
+  // settle() waited for every encoding and threw the first failure, so a put has its bytes.
+  if (w.data === undefined) {
+    throw new NatskitError('INVALID_STATE', `the value of key ${key} was not encoded`, {
+      details: { key },
+    });
+  }
+  return w.data;
+}
+
 async function commit<T>(
   b: TxBackend<T>,
   tx: Attempt<T>,
@@ -104,7 +116,7 @@ async function commit<T>(
   }
   if (writes.length === 1 && guards.length === 0) {
     const [key, w] = writes[0] as [string, Write<T>];
-    return { [key]: await b.writeOne(key, w.data ?? null, expectation(tx, key, w)) };
+    return { [key]: await b.writeOne(key, payload(key, w), expectation(tx, key, w)) };
   }
   const what = `a transaction writing ${writes.length} key(s)${guards.length ? ` and guarding ${guards.length}` : ''}`;
   if (guards.length > 0) await b.ensureGuards(what);
@@ -126,10 +138,11 @@ async function commit<T>(
     const h: Record<string, string> = { [TX_HEADER]: txId };
     const expected = expectation(tx, key, w);
     if (expected !== undefined) h['Nats-Expected-Last-Subject-Sequence'] = String(expected);
-    if (w.data === null) h['KV-Operation'] = 'DEL';
+    const data = payload(key, w);
+    if (data === null) h['KV-Operation'] = 'DEL';
     messages.push({
       subject: subjectOf(b.bucket, key),
-      data: w.data ?? new Uint8Array(0),
+      data: data ?? new Uint8Array(0),
       headers: h,
     });
   }

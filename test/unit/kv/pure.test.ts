@@ -108,7 +108,7 @@ describe('codecs', () => {
 });
 
 describe('bucket config', () => {
-  it('refuses unknown fields, mirror, sources and bad values, naming the field', () => {
+  it('refuses unknown fields and bad values (mirror and sources too), naming the field', () => {
     expect(codeOf(() => checkBucketConfig({ history: 3, placement: { tags: ['a'] } }))).toBe('ok');
     for (const bad of [
       { history: 0 },
