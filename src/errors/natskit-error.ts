@@ -136,10 +136,14 @@ export class NatskitError extends Error {
    * given, has that code.
    */
   static is(err: unknown, code?: ErrorCode): err is NatskitError {
-    if (typeof err !== 'object' || err === null || (err as { [brand]?: unknown })[brand] !== true) {
+    if (typeof err !== 'object' || err === null) return false;
+    try {
+      // `err` may be anything user code threw, a Proxy whose every read throws included.
+      if ((err as { [brand]?: unknown })[brand] !== true) return false;
+      return code === undefined || (err as NatskitError).code === code;
+    } catch {
       return false;
     }
-    return code === undefined || (err as NatskitError).code === code;
   }
 }
 

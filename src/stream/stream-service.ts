@@ -13,6 +13,7 @@ import { inject } from 'inversify';
 import type { Logger } from 'pino';
 import { ConnectionService } from '../connection/connection-service.js';
 import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js';
+import { describeThrown } from '../errors/thrown.js';
 import { ApiCode, closedError, isApiError, isConnectionClosed } from '../jetstream/api-errors.js';
 import { msgHeaders } from '../jetstream/headers.js';
 import { storedAttempt } from '../jetstream/lost-ack.js';
@@ -147,7 +148,7 @@ export class StreamService implements Service {
   }
 
   #record(err: unknown): void {
-    this.#lastError = err instanceof Error ? err.message : String(err);
+    this.#lastError = describeThrown(err);
   }
 
   /**
@@ -331,9 +332,7 @@ export class StreamService implements Service {
     if (errors.length > 0) {
       throw new NatskitAggregateError(
         'SERVICE_STOP_FAILED',
-        `${errors.length} worker(s) failed to stop: ${errors
-          .map((e) => (e instanceof Error ? e.message : String(e)))
-          .join('; ')}`,
+        `${errors.length} worker(s) failed to stop: ${errors.map(describeThrown).join('; ')}`,
         errors,
         { service: 'StreamService' },
       );
