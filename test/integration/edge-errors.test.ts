@@ -1,7 +1,14 @@
 import { createServer, type Server } from 'node:net';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createToken, NatskitError, ServiceManager } from '../../src/index.js';
+import {
+  createToken,
+  endpointClient,
+  KVStoreService,
+  NatskitError,
+  ServiceManager,
+  StreamService,
+} from '../../src/index.js';
 import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
 
 const quiet = { logger: { level: 'silent' as const } };
@@ -31,6 +38,68 @@ describe('edge errors a new user trips on', () => {
   afterAll(async () => {
     await nc?.close();
     await server?.[Symbol.asyncDispose]();
+  });
+
+  describe('headers the NATS client would refuse: INVALID_OPTIONS naming the header, nothing sent', () => {
+    const bad: [Record<string, string>, string][] = [
+      [{ 'a b': 'x' }, 'a b'],
+      [{ 'a:b': 'x' }, 'a:b'],
+      [{ 'X-Ünï': 'x' }, 'X-Ünï'],
+      [{ '': 'x' }, ''],
+      [{ 'X-Tab\t': 'x' }, 'X-Tab\t'],
+      [{ 'X-Crlf': 'a\r\nb' }, 'X-Crlf'],
+      [{ 'X-Lf': 'a\nb' }, 'X-Lf'],
+      [{ 'X-Cr': 'a\rb' }, 'X-Cr'],
+      [{ 'X-Num': 5 as unknown as string }, 'X-Num'],
+    ];
+
+    function expectInvalid(e: unknown, header: string) {
+      expect(NatskitError.is(e, 'INVALID_OPTIONS'), `${JSON.stringify(header)}: ${String(e)}`).toBe(
+        true,
+      );
+      expect((e as NatskitError).details).toEqual({ field: 'headers', header });
+      expect((e as NatskitError).message).toContain(JSON.stringify(header));
+    }
+
+    it('endpointClient requests', async () => {
+      let received = 0;
+      const sub = nc.subscribe('hdr.echo', {
+        callback: (_err, msg) => {
+          received++;
+          msg.respond(JSON.stringify(msg.headers?.get('X-Ok') ?? null));
+        },
+      });
+      try {
+        await nc.flush();
+        const client = endpointClient<unknown, string | null>(nc, 'hdr.echo', { retry: false });
+        for (const [headers, header] of bad) {
+          expectInvalid((await rejection(client.request({}, { headers }))).e, header);
+        }
+        expect(await client.request({}, { headers: { 'X-Ok': '  spaced  ' } })).toBe('spaced');
+        expect(received).toBe(1);
+      } finally {
+        sub.unsubscribe();
+      }
+    });
+
+    it('StreamService.publish (jobs included) and KV writes', async () => {
+      await using app = await ServiceManager.start({ ...quiet, nats: { servers: server.url } });
+      const streams = app.get(StreamService);
+      await streams.ensureStream({ name: 'HDR', subjects: ['hdr.jobs.>'] });
+      for (const [headers, header] of bad) {
+        expectInvalid((await rejection(streams.publish('hdr.jobs.a', 'x', { headers }))).e, header);
+      }
+      expect((await streams.jsm.streams.info('HDR')).state.messages).toBe(0);
+      await streams.publish('hdr.jobs.a', 'x', { headers: { 'X-Ok': '1' } });
+      expect((await streams.jsm.streams.info('HDR')).state.messages).toBe(1);
+
+      const kv = app.get(KVStoreService);
+      await kv.createBucket('hdr');
+      for (const [headers, header] of bad) {
+        expectInvalid((await rejection(kv.put('hdr', 'k', 1, { headers }))).e, header);
+      }
+      expect(await kv.getEntry('hdr', 'k')).toBeNull();
+    });
   });
 
   describe('the probe server cannot listen', () => {
