@@ -17,6 +17,7 @@ import { describeThrown } from '../errors/thrown.js';
 import { ApiCode, closedError, isApiError, isConnectionClosed } from '../jetstream/api-errors.js';
 import { msgHeaders } from '../jetstream/headers.js';
 import { storedAttempt } from '../jetstream/lost-ack.js';
+import { noStreamCheck } from '../jetstream/no-stream.js';
 import type { HealthCheckResult, Service } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
 import { countingRetries, METRICS, type Metrics, NO_METRICS } from '../metrics/metrics.js';
@@ -196,7 +197,8 @@ export class StreamService implements Service {
    * election, reconnecting) are retried with backoff and jitter; anything else is thrown at once.
    *
    * @throws NatskitError `EXPECTATION_FAILED` (an expectation did not hold), `PUBLISH_FAILED`,
-   * `NATS_UNAVAILABLE` (retries exhausted), `ABORTED`.
+   * `STREAM_NOT_FOUND` (no stream captures the subject: at once, not retried), `INVALID_OPTIONS`
+   * (a header the client refuses), `NATS_UNAVAILABLE` (retries exhausted), `ABORTED`.
    */
   async publish(
     subject: string,
@@ -213,12 +215,13 @@ export class StreamService implements Service {
     if (options.expect) opts.expect = { ...options.expect };
     const headers = msgHeaders(options.headers);
     if (headers) opts.headers = headers;
+    const noStream = noStreamCheck(this.jsm, subject);
     let attempts = 0;
     try {
       const ack = await withRetry(
         () => {
           attempts++;
-          return this.#connection.resilient(js.publish(subject, payload, opts));
+          return this.#connection.resilient(js.publish(subject, payload, opts)).catch(noStream);
         },
         { what: `publish to ${subject}`, retry, signal: options.signal, counter: this.metrics },
       );

@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:net';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -9,7 +10,11 @@ import {
   ServiceManager,
   StreamService,
 } from '../../src/index.js';
-import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
+import {
+  type NatsServerHandle,
+  startNatsCluster,
+  startNatsServer,
+} from '../../src/testing/index.js';
 
 const quiet = { logger: { level: 'silent' as const } };
 
@@ -99,6 +104,74 @@ describe('edge errors a new user trips on', () => {
         expectInvalid((await rejection(kv.put('hdr', 'k', 1, { headers }))).e, header);
       }
       expect(await kv.getEntry('hdr', 'k')).toBeNull();
+    });
+  });
+
+  describe('a publish no stream captures is refused at once, not retried as unavailable', () => {
+    // The client reports "no responders" on a JetStream publish as JetStreamNotEnabled; it took
+    // six attempts (about 2.7 s with the default backoff) to become NATS_UNAVAILABLE. The retry
+    // counter shows whether the budget was spent: no timing assertion.
+    it('StreamService.publish: STREAM_NOT_FOUND with details.subject, no retry', async () => {
+      await using app = await ServiceManager.start({ ...quiet, nats: { servers: server.url } });
+      const streams = app.get(StreamService);
+      await streams.ensureStream({ name: 'COVERED', subjects: ['cov.*'] });
+      for (const subject of ['nostream.x', 'cov.a.b']) {
+        const before = streams.metrics.retries;
+        const { e } = await rejection(streams.publish(subject, 'x'));
+        expect(NatskitError.is(e, 'STREAM_NOT_FOUND'), `${subject}: ${String(e)}`).toBe(true);
+        expect((e as NatskitError).details).toEqual({ subject });
+        expect((e as NatskitError).message).toContain(subject);
+        expect(streams.metrics.retries - before).toBe(0);
+      }
+      // A subject a stream captures is published as ever, also right after the stream is made.
+      await streams.ensureStream({ name: 'LATE', subjects: ['late.>'] });
+      expect((await streams.publish('late.x', 'x')).stream).toBe('LATE');
+      expect((await streams.publish('cov.a', 'x')).stream).toBe('COVERED');
+    });
+
+    it('a KV put to a bucket deleted by another client: KV_BUCKET_NOT_FOUND, no retry', async () => {
+      await using app = await ServiceManager.start({ ...quiet, nats: { servers: server.url } });
+      const kv = app.get(KVStoreService);
+      await kv.createBucket('gone');
+      const bucket = await kv.bucket<number>('gone');
+      await bucket.put('k', 1);
+      await (await jetstreamManager(nc)).streams.delete('KV_gone');
+      for (const write of [
+        () => bucket.put('k', 2),
+        () => bucket.put('k', 2, { headers: { 'X-A': '1' } }),
+        () => bucket.update('k', 2, 1),
+      ]) {
+        const before = kv.metrics.retries;
+        const { e } = await rejection(write());
+        expect(NatskitError.is(e, 'KV_BUCKET_NOT_FOUND'), String(e)).toBe(true);
+        expect((e as NatskitError).details).toMatchObject({ bucket: 'gone' });
+        expect(kv.metrics.retries - before).toBe(0);
+      }
+    });
+
+    it('on a cluster, a stream whose only server is down is still retried as unavailable (the stream exists)', async () => {
+      await using cluster = await startNatsCluster({ size: 3 });
+      await using app = await ServiceManager.start({
+        ...quiet,
+        nats: { servers: [...cluster.urls] },
+      });
+      const streams = app.get(StreamService);
+      await cluster.waitForMetaLeader();
+      await streams.ensureStream({ name: 'R1', subjects: ['r1.>'], num_replicas: 1 });
+      await streams.publish('r1.x', 'x');
+      const host = (await streams.jsm.streams.info('R1')).cluster?.leader ?? '';
+      const index = cluster.indexOf(host);
+      expect(index).toBeGreaterThanOrEqual(0);
+      await cluster.stop(index, { signal: 'SIGKILL' });
+      const before = streams.metrics.retries;
+      const { e } = await rejection(
+        streams.publish('r1.x', 'x', {
+          timeoutMs: 1_000,
+          retry: { retries: 3, minDelayMs: 50, maxDelayMs: 200 },
+        }),
+      );
+      expect(NatskitError.is(e, 'NATS_UNAVAILABLE'), String(e)).toBe(true);
+      expect(streams.metrics.retries - before).toBe(3);
     });
   });
 

@@ -1,0 +1,46 @@
+import type { JetStreamManager } from '@nats-io/jetstream';
+import { NatskitError } from '../errors/natskit-error.js';
+import { isNoResponders } from './api-errors.js';
+
+/**
+ * A JetStream publish nobody answered. The client reports it as `JetStreamNotEnabled` ("jetstream
+ * is not enabled", whatever the reason) with the no-responders `RequestError` as its cause; that
+ * class is not in the package's public exports, so the cause is what is checked.
+ */
+export function isPublishNoResponders(err: unknown): boolean {
+  return isNoResponders(err) || (err instanceof Error && isNoResponders(err.cause));
+}
+
+/**
+ * Tells a publish to a subject no stream captures (permanent) from one whose stream is not
+ * listening right now (transient: a stream leader election, its server restarting, interest not
+ * yet passed on across a cluster after the stream was made). Both are "no responders" on the
+ * publish. On the first one, `$JS.API.STREAM.NAMES` is asked once with the subject as filter
+ * (answered by the meta leader from its assignments, so a stream whose servers are down is still
+ * listed): no stream -> `STREAM_NOT_FOUND`, thrown at once; a stream, or no answer (JetStream
+ * itself unavailable) -> the original error, retried as transient.
+ *
+ * Returns the handler for a failed attempt of one publish; it always throws.
+ */
+export function noStreamCheck(
+  jsm: JetStreamManager,
+  subject: string,
+): (err: unknown) => Promise<never> {
+  let asked = false;
+  return async (err) => {
+    if (asked || !isPublishNoResponders(err)) throw err;
+    asked = true;
+    let names: string[];
+    try {
+      names = await jsm.streams.names(subject).next();
+    } catch {
+      throw err; // not known: leave it to the retries
+    }
+    if (names.length > 0) throw err;
+    throw new NatskitError(
+      'STREAM_NOT_FOUND',
+      `publish to ${subject}: no stream captures the subject (JetStream answered; add the subject to a stream)`,
+      { cause: err, details: { subject } },
+    );
+  };
+}
