@@ -7,6 +7,8 @@
  * through these functions.
  */
 
+import { type ErrorCode, NatskitError } from './natskit-error.js';
+
 const MAX_DESCRIPTION = 200;
 
 /**
@@ -90,4 +92,22 @@ function typeName(value: unknown): string {
   const ctor = thrownProperty(value, 'constructor');
   const name = thrownProperty(ctor, 'name');
   return typeof name === 'string' && name !== '' ? name : 'object';
+}
+
+/**
+ * `err` when it is a natskit error, else a new one with `code` that keeps `err` as its cause and
+ * describes it after `message` (for a slot typed `NatskitError`, like an `invalid` change's
+ * `error`, that user code, a schema, may have filled with anything).
+ */
+export function asNatskitError(
+  err: unknown,
+  code: ErrorCode,
+  message: string,
+  details?: Readonly<Record<string, unknown>>,
+): NatskitError {
+  if (NatskitError.is(err)) return err;
+  return new NatskitError(code, `${message}: ${describeThrown(err)}`, {
+    cause: err,
+    ...(details ? { details } : {}),
+  });
 }

@@ -12,6 +12,9 @@ import {
   type KvChange,
   NatskitError,
   ServiceManager,
+  STATE_STORE,
+  type StandardSchemaV1,
+  type StateChange,
   StreamService,
 } from '../../src/index.js';
 import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
@@ -255,6 +258,52 @@ describe('whatever user code throws', () => {
       expect((put as NatskitError).cause === odd[kind]).toBe(true);
       const { e: get } = await rejection(bucket.get('stored'));
       expect(NatskitError.is(get, 'DECODE_FAILED'), `${kind}: ${String(get)}`).toBe(true);
+    }
+  });
+
+  /** A schema whose validator throws (instead of returning issues) the odd value named by the stored kind. */
+  const throwingSchema = {
+    '~standard': {
+      version: 1,
+      vendor: 'test',
+      validate: (v: unknown) => {
+        throw odd[(v as { kind: string }).kind];
+      },
+    },
+  } as StandardSchemaV1<unknown, { kind: string }>;
+
+  it("a schema throwing any odd value on read: a watch's invalid change carries a natskit error (KV and state store)", async () => {
+    await using app = await ServiceManager.start({
+      logger: { level: 'error', destination: captureLogs().stream },
+      nats: { servers: server.url },
+      state: { backend: 'nats', bucket: 'oddstate' },
+    });
+    const kv = app.get(KVStoreService);
+    await kv.createBucket('oddschema');
+    for (const kind of kinds) await kv.put('oddschema', kind, { kind });
+    const bucket = await kv.bucket('oddschema', { schema: throwingSchema });
+    const kvSeen: KvChange<{ kind: string }>[] = [];
+    const kvWatch = await bucket.watch('>', { onChange: (c) => void kvSeen.push(c) });
+    const store = app.get(STATE_STORE);
+    for (const kind of kinds) await store.setState(`s.${kind}`, { kind });
+    const stateSeen: StateChange<{ kind: string }>[] = [];
+    const stateWatch = await store.watchState('s.*', (c) => void stateSeen.push(c), {
+      schema: throwingSchema,
+    });
+    try {
+      await waitUntil(
+        () => kvSeen.length === kinds.length && stateSeen.length === kinds.length,
+        10_000,
+      );
+    } finally {
+      await kvWatch.stop();
+      await stateWatch.stop();
+    }
+    for (const c of [...kvSeen, ...stateSeen]) {
+      expect(c.type).toBe('invalid');
+      const error = (c as { error: unknown }).error;
+      expect(NatskitError.is(error, 'VALIDATION_FAILED'), `${c.key}: ${String(error)}`).toBe(true);
+      expect((error as NatskitError).cause === odd[c.key.replace(/^s\./, '')], c.key).toBe(true);
     }
   });
 
