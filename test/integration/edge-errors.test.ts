@@ -6,6 +6,7 @@ import {
   createToken,
   endpointClient,
   KVStoreService,
+  type KvBucket,
   NatskitError,
   ServiceManager,
   StreamService,
@@ -129,23 +130,32 @@ describe('edge errors a new user trips on', () => {
       expect((await streams.publish('cov.a', 'x')).stream).toBe('COVERED');
     });
 
-    it('a KV put to a bucket deleted by another client: KV_BUCKET_NOT_FOUND, no retry', async () => {
+    it('a KV write to a bucket deleted by another client: KV_BUCKET_NOT_FOUND, no retry', async () => {
       await using app = await ServiceManager.start({ ...quiet, nats: { servers: server.url } });
       const kv = app.get(KVStoreService);
-      await kv.createBucket('gone');
-      const bucket = await kv.bucket<number>('gone');
-      await bucket.put('k', 1);
-      await (await jetstreamManager(nc)).streams.delete('KV_gone');
-      for (const write of [
-        () => bucket.put('k', 2),
-        () => bucket.put('k', 2, { headers: { 'X-A': '1' } }),
-        () => bucket.update('k', 2, 1),
-      ]) {
+      const jsm = await jetstreamManager(nc);
+      const writes: Record<string, (b: KvBucket<number>) => Promise<unknown>> = {
+        put: (b) => b.put('k', 2),
+        putWithHeaders: (b) => b.put('k', 2, { headers: { 'X-A': '1' } }),
+        update: (b) => b.update('k', 2, 1),
+        transaction: (b) => b.transaction((tx) => tx.put('k', 2)),
+        bulkPut: async (b) => {
+          const [r] = await b.bulkPut([{ key: 'k', value: 2 }]);
+          if (r && !r.ok) throw r.error;
+        },
+      };
+      // Each write is the first call after the deletion (a bucket found gone fails fast after).
+      for (const [what, write] of Object.entries(writes)) {
+        const name = `gone_${what}`;
+        await kv.createBucket(name);
+        const bucket = await kv.bucket<number>(name);
+        await bucket.put('k', 1);
+        await jsm.streams.delete(`KV_${name}`);
         const before = kv.metrics.retries;
-        const { e } = await rejection(write());
-        expect(NatskitError.is(e, 'KV_BUCKET_NOT_FOUND'), String(e)).toBe(true);
-        expect((e as NatskitError).details).toMatchObject({ bucket: 'gone' });
-        expect(kv.metrics.retries - before).toBe(0);
+        const { e } = await rejection(write(bucket));
+        expect(NatskitError.is(e, 'KV_BUCKET_NOT_FOUND'), `${what}: ${String(e)}`).toBe(true);
+        expect((e as NatskitError).details).toMatchObject({ bucket: name });
+        expect(kv.metrics.retries - before, what).toBe(0);
       }
     });
 
