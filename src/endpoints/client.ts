@@ -140,8 +140,8 @@ export function endpointClient<Req = unknown, Res = unknown>(
           },
         );
       } catch (err) {
-        const last = (err as { cause?: unknown }).cause;
-        if (NatskitError.is(err, 'NATS_UNAVAILABLE') && last instanceof ServiceUnavailable) {
+        const last = NatskitError.is(err, 'NATS_UNAVAILABLE') ? err.cause : undefined;
+        if (last instanceof ServiceUnavailable) {
           throw new NatskitError('REQUEST_FAILED', `${subject} answered 503: ${last.message}`, {
             cause: err,
             details: { subject, status: 503, description: last.message },
