@@ -184,6 +184,41 @@ describe('whatever user code throws', () => {
     ).toHaveLength(kinds.length);
   });
 
+  it('a retryDelayMs that throws: the job is still given back (default delay), and the worker goes on', async () => {
+    const logs = captureLogs();
+    await using app = await ServiceManager.start({
+      logger: { level: 'warn', destination: logs.stream },
+      nats: { servers: server.url },
+    });
+    const streams = app.get(StreamService);
+    await streams.ensureStream({
+      name: 'ODDDELAY',
+      subjects: ['odddelay.>'],
+      retention: RetentionPolicy.Workqueue,
+    });
+    await streams.publish('odddelay.job', JSON.stringify({ n: 1 }));
+    const deliveries: number[] = [];
+    await using worker = await streams.createWorker<{ n: number }>({
+      stream: 'ODDDELAY',
+      consumer: 'odddelay',
+      maxDeliver: 3,
+      fetchExpiresMs: 1_000,
+      retryDelayMs: () => {
+        throw null;
+      },
+      handler: (job) => {
+        deliveries.push(job.deliveryCount);
+        if (job.deliveryCount === 1) throw new Error('first delivery fails');
+      },
+    });
+    worker.start();
+    // The default delay after a first failure is 1 s.
+    await waitUntil(() => worker.stats.processed === 1, 15_000);
+    expect(deliveries).toEqual([1, 2]);
+    expect(worker.stats.failed).toBe(1);
+    expect(logs.lines().some((l) => l.msg === 'job failed; will retry')).toBe(true);
+  });
+
   it('a watch callback throwing any odd value is logged, and the watch goes on', async () => {
     const logs = captureLogs();
     await using app = await ServiceManager.start({
