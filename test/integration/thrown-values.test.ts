@@ -248,6 +248,40 @@ describe('whatever user code throws', () => {
     ).toHaveLength(kinds.length);
   });
 
+  it('an onInitialized throwing any odd value is logged, and the watch goes on', async () => {
+    const logs = captureLogs();
+    await using app = await ServiceManager.start({
+      logger: { level: 'error', destination: logs.stream },
+      nats: { servers: server.url },
+    });
+    const kv = app.get(KVStoreService);
+    await kv.createBucket('oddinit');
+    await kv.put('oddinit', 'before', 1);
+    for (const [i, kind] of kinds.entries()) {
+      const seen: string[] = [];
+      let initialized = false;
+      const watcher = await kv.watch<number>('oddinit', '>', {
+        onChange: (c) => void seen.push(c.key),
+        onInitialized: () => {
+          initialized = true;
+          throw odd[kind];
+        },
+      });
+      try {
+        await waitUntil(() => initialized, 10_000);
+        await kv.put('oddinit', kind, 1);
+        await waitUntil(() => seen.includes(kind), 10_000);
+      } finally {
+        await watcher.stop();
+      }
+      // The initial state (the keys of earlier rounds, in write order), then the new write.
+      expect(seen, kind).toEqual(['before', ...kinds.slice(0, i + 1)]);
+    }
+    expect(
+      logs.lines().filter((l) => l.msg === 'onInitialized threw; the watch goes on'),
+    ).toHaveLength(kinds.length);
+  });
+
   it('a transaction function throwing any odd value rejects with that very value (metrics on)', async () => {
     await using app = await ServiceManager.start({
       logger: { level: 'error', destination: captureLogs().stream },
