@@ -1,6 +1,14 @@
 import type { JetStreamManager } from '@nats-io/jetstream';
 import { NatskitError } from '../errors/natskit-error.js';
+import { TIMED_OUT, withDeadline } from '../timing/deadline.js';
 import { isNoResponders } from './api-errors.js';
+
+/**
+ * How long the stream lookup may take. A JetStream API that answers at all does so in
+ * milliseconds; one that does not (a meta leader election) must not add a whole request timeout
+ * to a publish that is about to be retried anyway.
+ */
+const ASK_TIMEOUT_MS = 1_000;
 
 /**
  * A JetStream publish nobody answered. The client reports it as `JetStreamNotEnabled` ("jetstream
@@ -17,8 +25,8 @@ export function isPublishNoResponders(err: unknown): boolean {
  * yet passed on across a cluster after the stream was made). Both are "no responders" on the
  * publish. On the first one, `$JS.API.STREAM.NAMES` is asked once with the subject as filter
  * (answered by the meta leader from its assignments, so a stream whose servers are down is still
- * listed): no stream -> `STREAM_NOT_FOUND`, thrown at once; a stream, or no answer (JetStream
- * itself unavailable) -> the original error, retried as transient.
+ * listed): no stream -> `STREAM_NOT_FOUND`, thrown at once; a stream, or no answer within
+ * 1 s (JetStream itself unavailable) -> the original error, retried as transient.
  *
  * Returns the handler for a failed attempt of one publish; it always throws.
  */
@@ -30,13 +38,15 @@ export function noStreamCheck(
   return async (err) => {
     if (asked || !isPublishNoResponders(err)) throw err;
     asked = true;
-    let names: string[];
+    const asking = jsm.streams.names(subject).next();
+    asking.catch(() => undefined); // it may settle after the deadline, unheard
+    let names: string[] | typeof TIMED_OUT;
     try {
-      names = await jsm.streams.names(subject).next();
+      names = await withDeadline(asking, ASK_TIMEOUT_MS);
     } catch {
       throw err; // not known: leave it to the retries
     }
-    if (names.length > 0) throw err;
+    if (names === TIMED_OUT || names.length > 0) throw err;
     throw new NatskitError(
       'STREAM_NOT_FOUND',
       `publish to ${subject}: no stream captures the subject (JetStream answered; add the subject to a stream)`,

@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { connect, type NatsConnection, RequestError } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createToken,
@@ -112,23 +113,28 @@ describe('edge errors a new user trips on', () => {
     // The client reports "no responders" on a JetStream publish as JetStreamNotEnabled; it took
     // six attempts (about 2.7 s with the default backoff) to become NATS_UNAVAILABLE. The retry
     // counter shows whether the budget was spent: no timing assertion.
-    it('StreamService.publish: STREAM_NOT_FOUND with details.subject, no retry', async () => {
-      await using app = await ServiceManager.start({ ...quiet, nats: { servers: server.url } });
-      const streams = app.get(StreamService);
-      await streams.ensureStream({ name: 'COVERED', subjects: ['cov.*'] });
-      for (const subject of ['nostream.x', 'cov.a.b']) {
-        const before = streams.metrics.retries;
-        const { e } = await rejection(streams.publish(subject, 'x'));
-        expect(NatskitError.is(e, 'STREAM_NOT_FOUND'), `${subject}: ${String(e)}`).toBe(true);
-        expect((e as NatskitError).details).toEqual({ subject });
-        expect((e as NatskitError).message).toContain(subject);
-        expect(streams.metrics.retries - before).toBe(0);
-      }
-      // A subject a stream captures is published as ever, also right after the stream is made.
-      await streams.ensureStream({ name: 'LATE', subjects: ['late.>'] });
-      expect((await streams.publish('late.x', 'x')).stream).toBe('LATE');
-      expect((await streams.publish('cov.a', 'x')).stream).toBe('COVERED');
-    });
+    it.each(['modern', '2.9'] as const)(
+      'StreamService.publish (server %s): STREAM_NOT_FOUND with details.subject, no retry',
+      async (version) => {
+        await using own = version === 'modern' ? undefined : await startNatsServer({ version });
+        const url = own?.url ?? server.url;
+        await using app = await ServiceManager.start({ ...quiet, nats: { servers: url } });
+        const streams = app.get(StreamService);
+        await streams.ensureStream({ name: 'COVERED', subjects: ['cov.*'] });
+        for (const subject of ['nostream.x', 'cov.a.b']) {
+          const before = streams.metrics.retries;
+          const { e } = await rejection(streams.publish(subject, 'x'));
+          expect(NatskitError.is(e, 'STREAM_NOT_FOUND'), `${subject}: ${String(e)}`).toBe(true);
+          expect((e as NatskitError).details).toEqual({ subject });
+          expect((e as NatskitError).message).toContain(subject);
+          expect(streams.metrics.retries - before).toBe(0);
+        }
+        // A subject a stream captures is published as ever, also right after the stream is made.
+        await streams.ensureStream({ name: 'LATE', subjects: ['late.>'] });
+        expect((await streams.publish('late.x', 'x')).stream).toBe('LATE');
+        expect((await streams.publish('cov.a', 'x')).stream).toBe('COVERED');
+      },
+    );
 
     it('a KV write to a bucket deleted by another client: KV_BUCKET_NOT_FOUND, no retry', async () => {
       await using app = await ServiceManager.start({ ...quiet, nats: { servers: server.url } });
@@ -173,6 +179,20 @@ describe('edge errors a new user trips on', () => {
       const index = cluster.indexOf(host);
       expect(index).toBeGreaterThanOrEqual(0);
       await cluster.stop(index, { signal: 'SIGKILL' });
+      // JetStream itself must answer (a new meta leader when the killed server was it) and
+      // list the stream although its only server is down: that is the case to tell apart.
+      await cluster.waitForMetaLeader();
+      const listed = async () =>
+        (
+          await streams.jsm.streams
+            .names('r1.x')
+            .next()
+            .catch((): string[] => [])
+        ).includes('R1');
+      for (const end = Date.now() + 20_000; !(await listed()); ) {
+        if (Date.now() > end) throw new Error('JetStream did not list R1 within 20 s');
+        await sleep(100);
+      }
       const before = streams.metrics.retries;
       const { e } = await rejection(
         streams.publish('r1.x', 'x', {
@@ -180,6 +200,9 @@ describe('edge errors a new user trips on', () => {
           retry: { retries: 3, minDelayMs: 50, maxDelayMs: 200 },
         }),
       );
+      // The case that matters: no responders on the publish while the stream exists.
+      const last = ((e as Error).cause as Error | undefined)?.cause;
+      expect(last instanceof RequestError && last.isNoResponders(), String(last)).toBe(true);
       expect(NatskitError.is(e, 'NATS_UNAVAILABLE'), String(e)).toBe(true);
       expect(streams.metrics.retries - before).toBe(3);
     });
