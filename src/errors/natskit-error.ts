@@ -44,7 +44,7 @@ export const ErrorCode = {
   STREAM_CONFIG_CONFLICT: 'STREAM_CONFIG_CONFLICT',
   /** A durable consumer exists with a configuration that cannot be changed to the one asked for. */
   CONSUMER_CONFIG_CONFLICT: 'CONSUMER_CONFIG_CONFLICT',
-  /** The stream does not exist. */
+  /** The stream does not exist, or no stream captures a published subject (`details.subject`). */
   STREAM_NOT_FOUND: 'STREAM_NOT_FOUND',
   /** A publish expectation (last sequence, last subject sequence, last message id) did not hold. */
   EXPECTATION_FAILED: 'EXPECTATION_FAILED',
