@@ -3,7 +3,6 @@ import {
   type Msg,
   type NatsConnection,
   NoRespondersError,
-  headers as natsHeaders,
   PermissionViolationError,
   RequestError,
   TimeoutError,
@@ -11,6 +10,7 @@ import {
 import type { ConnectionService } from '../connection/connection-service.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { isConnectionClosed } from '../jetstream/api-errors.js';
+import { msgHeaders } from '../jetstream/headers.js';
 import { assertJsonSafe } from '../kv/codec.js';
 import { countingRetries, type Metrics } from '../metrics/metrics.js';
 import { type RetryOptions, withRetry } from '../retry/retry.js';
@@ -49,7 +49,8 @@ export interface EndpointClient<Req, Res> {
    * `details.timedOut`: the request may have run; the connection closed), `ABORTED`,
    * `INVALID_VALUE` (data that is not JSON), `VALUE_TOO_LARGE` (over the server's max_payload),
    * `DECODE_FAILED` (a reply that is not JSON), `VALIDATION_FAILED` (a reply that fails the schema),
-   * `AUTH_FAILED` (no permission to publish to the subject).
+   * `AUTH_FAILED` (no permission to publish to the subject), `INVALID_OPTIONS` (a header name
+   * with a space, `:` or a non-ASCII character, a value with CR/LF; nothing was sent).
    */
   request(data: Req, options?: EndpointCallOptions): Promise<Res>;
 }
@@ -115,8 +116,8 @@ export function endpointClient<Req = unknown, Res = unknown>(
   return {
     subject,
     async request(data, call = {}) {
-      const h = call.headers ? natsHeaders() : undefined;
-      for (const [k, v] of Object.entries(call.headers ?? {})) h?.set(k, v);
+      // Checked before anything is sent: a typed error naming the header, not the client's.
+      const h = msgHeaders(call.headers);
       if (data !== undefined) assertJsonSafe(data);
       const payload = data === undefined ? undefined : JSON.stringify(data);
       const timeoutMs = call.timeoutMs ?? defaultTimeout;
@@ -139,8 +140,8 @@ export function endpointClient<Req = unknown, Res = unknown>(
           },
         );
       } catch (err) {
-        const last = (err as { cause?: unknown }).cause;
-        if (NatskitError.is(err, 'NATS_UNAVAILABLE') && last instanceof ServiceUnavailable) {
+        const last = NatskitError.is(err, 'NATS_UNAVAILABLE') ? err.cause : undefined;
+        if (last instanceof ServiceUnavailable) {
           throw new NatskitError('REQUEST_FAILED', `${subject} answered 503: ${last.message}`, {
             cause: err,
             details: { subject, status: 503, description: last.message },

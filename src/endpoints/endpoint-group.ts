@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { type Msg, type NatsConnection, nuid, type Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { positiveInt } from '../config/validate.js';
+import { NatskitError } from '../errors/natskit-error.js';
 import type { HealthCheckResult, Service } from '../lifecycle/service.js';
 import { type EndpointMetrics, type Metrics, NO_METRICS } from '../metrics/metrics.js';
 import { validate } from '../schema/standard-schema.js';
@@ -193,13 +194,20 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
   /** A request delivered to this instance: run it, queue it, or say 503 when full. */
   #accept(e: Running, msg: Msg): void {
     if (e.active < e.concurrency) {
-      void this.#run(e, msg);
+      this.#spawn(e, msg);
     } else if (e.pending.length < e.maxPending) {
       e.pending.push(msg);
     } else {
       e.requests++;
       this.#fail(e, msg, 503, 'busy: too many requests waiting; try again');
     }
+  }
+
+  /** Runs a request nobody awaits: what escapes (a reply the closed connection refused) is logged. */
+  #spawn(e: Running, msg: Msg): void {
+    this.#run(e, msg).catch((err: unknown) => {
+      this.#log.error({ err, endpoint: e.name }, 'endpoint request could not be answered');
+    });
   }
 
   async #run(e: Running, msg: Msg): Promise<void> {
@@ -219,8 +227,9 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
         try {
           data = await validate(e.def.schema, data, { label: `request to ${e.subject}` });
         } catch (err) {
-          const issues = (err as { details?: { issues?: unknown } }).details?.issues;
-          this.#fail(e, msg, 400, (err as Error).message, { issues }, t0);
+          // A schema that throws (rather than returning issues) is a bug of the service: 500.
+          if (!NatskitError.is(err, 'VALIDATION_FAILED')) throw err;
+          this.#fail(e, msg, 400, err.message, { issues: err.details?.issues }, t0);
           return;
         }
       }
@@ -237,7 +246,10 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
       if (state.answered) return;
       const { status, description } = statusOf(err);
       if (status >= 500) this.#log.error({ err, endpoint: e.name }, 'endpoint handler failed');
-      const body = (err as { details?: { body?: unknown } }).details?.body;
+      // Only a natskit error's details are ours to read: a handler may reject with anything
+      // (null, undefined, an object whose getters throw), and a throw here would be an
+      // unhandled rejection and the request left unanswered.
+      const body = NatskitError.is(err) ? err.details?.body : undefined;
       this.#fail(e, msg, status, description, body, t0);
     } finally {
       e.requests++;
@@ -245,7 +257,7 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
       e.active--;
       e.running.delete(msg);
       const next = e.pending.shift();
-      if (next) void this.#run(e, next);
+      if (next) this.#spawn(e, next);
       else if (this.inFlight === 0) this.#idle();
     }
   }

@@ -44,7 +44,7 @@ export const ErrorCode = {
   STREAM_CONFIG_CONFLICT: 'STREAM_CONFIG_CONFLICT',
   /** A durable consumer exists with a configuration that cannot be changed to the one asked for. */
   CONSUMER_CONFIG_CONFLICT: 'CONSUMER_CONFIG_CONFLICT',
-  /** The stream does not exist. */
+  /** The stream does not exist, or no stream captures a published subject (`details.subject`). */
   STREAM_NOT_FOUND: 'STREAM_NOT_FOUND',
   /** A publish expectation (last sequence, last subject sequence, last message id) did not hold. */
   EXPECTATION_FAILED: 'EXPECTATION_FAILED',
@@ -138,10 +138,14 @@ export class NatskitError extends Error {
    * given, has that code.
    */
   static is(err: unknown, code?: ErrorCode): err is NatskitError {
-    if (typeof err !== 'object' || err === null || (err as { [brand]?: unknown })[brand] !== true) {
+    if (typeof err !== 'object' || err === null) return false;
+    try {
+      // `err` may be anything user code threw, a Proxy whose every read throws included.
+      if ((err as { [brand]?: unknown })[brand] !== true) return false;
+      return code === undefined || (err as NatskitError).code === code;
+    } catch {
       return false;
     }
-    return code === undefined || (err as NatskitError).code === code;
   }
 }
 

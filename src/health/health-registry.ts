@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { describeThrown } from '../errors/thrown.js';
 import type { HealthCheckResult, HealthStatus } from './types.js';
 
 /** A check's function: what it measures, now. */
@@ -86,7 +87,7 @@ export class HealthRegistry {
       } catch (err) {
         result = {
           status: 'fail',
-          output: `check threw: ${err instanceof Error ? err.message : String(err)}`,
+          output: `check threw: ${describeThrown(err)}`,
         };
       } finally {
         clearTimeout(timer);

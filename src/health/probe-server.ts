@@ -1,6 +1,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
+import { NatskitError } from '../errors/natskit-error.js';
+import { describeThrown, thrownProperty } from '../errors/thrown.js';
 import type { HealthRegistry, HealthReport } from './health-registry.js';
 
 /** Options of the HTTP probe server (`options.health` of the ServiceManager). */
@@ -25,6 +27,28 @@ export interface ProbeSource {
 }
 
 const JSON_TYPE = 'application/health+json';
+
+const WHY: Readonly<Record<string, string>> = {
+  EADDRINUSE: 'the address is in use',
+  EACCES: 'no permission to listen there',
+  EADDRNOTAVAIL: 'the address is not local',
+};
+
+/** A failed listen as the natskit error that names the address (Node's names only the port). */
+function listenError(err: unknown, host: string, port: number): NatskitError {
+  const code = thrownProperty(err, 'code');
+  const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const why = typeof code === 'string' ? (WHY[code] ?? code) : describeThrown(err);
+  return new NatskitError(
+    'SERVICE_START_FAILED',
+    `the probe server cannot listen on ${address} (options.health): ${why}${typeof code === 'string' ? ` (${code})` : ''}`,
+    {
+      cause: err,
+      service: 'probes',
+      details: { host, port, ...(typeof code === 'string' ? { code } : {}) },
+    },
+  );
+}
 
 function send(res: ServerResponse, code: number, body: unknown): void {
   const text = JSON.stringify(body);
@@ -89,18 +113,28 @@ export class ProbeServer {
     send(res, 404, { status: 'fail', output: 'not found: /livez, /readyz, /healthz, /metrics' });
   }
 
-  /** Listens; resolves with the base URL. */
+  /**
+   * Listens; resolves with the base URL.
+   * @throws NatskitError `SERVICE_START_FAILED` (`service: 'probes'`) when the address cannot be
+   * taken: in use (`EADDRINUSE`), not allowed (`EACCES`), not local (`EADDRNOTAVAIL`);
+   * `details` has host, port and the system's code.
+   */
   async listen(options: ProbeServerOptions): Promise<string> {
     const host = options.host ?? '127.0.0.1';
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(options.port ?? 0, host, () => {
-        this.#server.off('error', reject);
-        resolve();
+    const port = options.port ?? 0;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.#server.once('error', reject);
+        this.#server.listen(port, host, () => {
+          this.#server.off('error', reject);
+          resolve();
+        });
       });
-    });
-    const { port } = this.#server.address() as AddressInfo;
-    const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    } catch (err) {
+      throw listenError(err, host, port);
+    }
+    const { port: bound } = this.#server.address() as AddressInfo;
+    const url = `http://${host.includes(':') ? `[${host}]` : host}:${bound}`;
     this.#log.info({ url }, 'probes listening');
     return url;
   }

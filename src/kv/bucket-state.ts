@@ -15,9 +15,9 @@ import {
   isApiError,
   isConflict,
   isConnectionClosed,
-  isNoResponders,
 } from '../jetstream/api-errors.js';
 import { type HeaderList, headerBytes, msgHeaders } from '../jetstream/headers.js';
+import { isPublishNoResponders } from '../jetstream/no-stream.js';
 import type { KvMetrics } from '../metrics/metrics.js';
 import { type RetryCounter, type RetryOptions, withRetry } from '../retry/retry.js';
 import { keySpaceOf, readOnlyError } from './bucket-topology.js';
@@ -134,7 +134,8 @@ export class BucketState {
     if (NatskitError.is(err)) return err;
     if (isConnectionClosed(err)) return closedError(`bucket ${this.name}`, this.ctx.stopped(), err);
     if (isApiError(err, ApiCode.StreamNotFound)) return this.gone(err);
-    if (isNoResponders(err)) {
+    // A publish's no responders comes as JetStreamNotEnabled: the bucket may be gone.
+    if (isPublishNoResponders(err)) {
       try {
         await this.ctx.jsm.streams.info(this.stream);
       } catch (e) {

@@ -1,5 +1,6 @@
 import type { StoredMsg } from '@nats-io/jetstream';
 import { NatskitError } from '../errors/natskit-error.js';
+import { describeThrown } from '../errors/thrown.js';
 import type { HeaderList } from '../jetstream/headers.js';
 import { outcomeOf } from '../metrics/metrics.js';
 import { bucketHealth } from './bucket-health.js';
@@ -81,7 +82,7 @@ export class KvBucketImpl<T> implements KvBucket<T> {
       if (NatskitError.is(err)) throw err;
       throw new NatskitError(
         'INVALID_VALUE',
-        `value for key ${key} cannot be encoded: ${(err as Error).message}`,
+        `value for key ${key} cannot be encoded: ${describeThrown(err)}`,
         { cause: err, details: { key } },
       );
     }
@@ -97,7 +98,7 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     } catch (err) {
       throw new NatskitError(
         'DECODE_FAILED',
-        `stored value of key ${key} (revision ${m.seq}) cannot be decoded: ${(err as Error).message}`,
+        `stored value of key ${key} (revision ${m.seq}) cannot be decoded: ${describeThrown(err)}`,
         { cause: err, details: { bucket: this.name, key, revision: m.seq } },
       );
     }
@@ -346,7 +347,8 @@ export class KvBucketImpl<T> implements KvBucket<T> {
       m.transaction(result.attempts, 'ok');
       return result;
     } catch (err) {
-      const attempts = (err as { details?: { attempts?: unknown } }).details?.attempts;
+      // The transaction function may have thrown anything (null...): only our errors are read.
+      const attempts = NatskitError.is(err) ? err.details?.attempts : undefined;
       m.transaction(typeof attempts === 'number' ? attempts : 1, outcomeOf(err));
       throw err;
     }

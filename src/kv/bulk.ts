@@ -1,5 +1,6 @@
 import type { StoredMsg } from '@nats-io/jetstream';
 import { NatskitError } from '../errors/natskit-error.js';
+import { describeThrown } from '../errors/thrown.js';
 import {
   MAX_BATCH_MESSAGES,
   publishAtomicBatch,
@@ -50,7 +51,7 @@ export function ttlOf(ttlMs: number | undefined): string | undefined {
 export function asNatskit(err: unknown): NatskitError {
   return NatskitError.is(err)
     ? err
-    : new NatskitError('PUBLISH_FAILED', err instanceof Error ? err.message : String(err), {
+    : new NatskitError('PUBLISH_FAILED', describeThrown(err), {
         cause: err,
       });
 }

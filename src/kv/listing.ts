@@ -1,6 +1,6 @@
 import type { JsMsg } from '@nats-io/jetstream';
 import type { MsgHdrs } from '@nats-io/transport-node';
-import type { NatskitError } from '../errors/natskit-error.js';
+import { asNatskitError } from '../errors/thrown.js';
 import type { TypedBucket } from './bucket-state.js';
 import { isAbsent, OPERATION } from './headers.js';
 import { isReserved, keyOf, subjectOf, validateFilter, validateStoredKey } from './names.js';
@@ -81,6 +81,13 @@ export async function toChange<T>(
   try {
     return { type: 'put', key, value: await b.decode(key, m), revision: m.seq, created, initial };
   } catch (err) {
-    return { type: 'invalid', key, revision: m.seq, created, initial, error: err as NatskitError };
+    // A schema may throw anything (not only return issues): `error` is always a natskit error.
+    const error = asNatskitError(
+      err,
+      'VALIDATION_FAILED',
+      `stored value of key ${key} (revision ${m.seq}) could not be validated: the schema threw`,
+      { bucket: b.state.name, key, revision: m.seq, direction: 'read' },
+    );
+    return { type: 'invalid', key, revision: m.seq, created, initial, error };
   }
 }

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Container } from 'inversify';
 import type { Logger } from 'pino';
 import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js';
+import { describeThrown } from '../errors/thrown.js';
 import { HealthRegistry } from '../health/health-registry.js';
 import { ProbeServer, type ProbeSource } from '../health/probe-server.js';
 import { createRootLogger } from '../logging/logger.js';
@@ -33,9 +34,8 @@ export type ManagerState = 'starting' | 'running' | 'stopping' | 'stopped' | 'fa
 /** Token of the running manager itself (`SERVICE_MANAGER` in the public API). */
 export const SERVICE_HOST: Token<ServiceHost> = createToken<ServiceHost>('ServiceManager');
 
-function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
+// A hook can throw anything: `null`, an object without `message`, one whose getters throw.
+const message = describeThrown;
 
 /** The user's registrations, then each module's for tokens the user did not register. */
 function withModules(o: ResolvedManagerOptions): ServiceRegistration[] {

@@ -1,5 +1,6 @@
 import type { Container } from 'inversify';
 import { NatskitError } from '../errors/natskit-error.js';
+import { describeThrown } from '../errors/thrown.js';
 import { type ServiceToken, tokenName } from './service.js';
 
 /**
@@ -13,7 +14,7 @@ export function resolve<T>(container: Container, token: ServiceToken<T>): T {
     if (NatskitError.is(err)) throw err;
     throw new NatskitError(
       'RESOLUTION_FAILED',
-      `${tokenName(token)} could not be created: ${err instanceof Error ? err.message : String(err)}`,
+      `${tokenName(token)} could not be created: ${describeThrown(err)}`,
       { cause: err, service: tokenName(token) },
     );
   }

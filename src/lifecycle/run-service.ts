@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type { Container } from 'inversify';
 import type { Logger } from 'pino';
 import { NatskitError } from '../errors/natskit-error.js';
+import { describeThrown } from '../errors/thrown.js';
 import { TIMED_OUT, withDeadline } from '../timing/deadline.js';
 import type { GraphNode } from './graph.js';
 import type { Service } from './service.js';
@@ -22,9 +23,8 @@ export interface StartContext {
   started(s: Started): void;
 }
 
-function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
+// A hook can throw anything: `null`, an object without `message`, one whose getters throw.
+const message = describeThrown;
 
 /**
  * Creates and starts one service within its deadline. Its signal aborts when the deadline passes

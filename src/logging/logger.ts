@@ -1,4 +1,5 @@
 import { type DestinationStream, type Level, type Logger, pino } from 'pino';
+import { safeErrSerializer } from '../errors/thrown.js';
 
 /** Keys whose values never reach a log line, at any of the first four levels of nesting. */
 const SECRET_KEYS = [
@@ -57,16 +58,34 @@ function isLogger(value: LoggerOption): value is Logger {
   );
 }
 
+/** The `err` serializer a logger uses (pino's own unless its owner set one). */
+function errSerializer(logger: Logger | undefined): (value: never) => unknown {
+  const own = (
+    logger as unknown as Record<symbol, Record<string, unknown> | undefined> | undefined
+  )?.[pino.symbols.serializersSym]?.err;
+  return typeof own === 'function' ? (own as (value: never) => unknown) : pino.stdSerializers.err;
+}
+
 /**
  * The root logger of a ServiceManager. Secrets (passwords, tokens, nkey seeds, creds, JWTs,
- * authorization headers) are redacted here, once, for every line any service logs.
+ * authorization headers) are redacted here, once, for every line any service logs. Logging
+ * `{ err }` never throws, whatever user code threw (see {@link safeErrSerializer}).
  */
 export function createRootLogger(option: LoggerOption = {}): Logger {
-  if (isLogger(option)) return option.child({}, { redact: REDACT });
+  if (isLogger(option)) {
+    return option.child(
+      {},
+      { redact: REDACT, serializers: { err: safeErrSerializer(errSerializer(option)) } },
+    );
+  }
   const destination =
     typeof option.destination === 'string' || typeof option.destination === 'number'
       ? pino.destination({ dest: option.destination, sync: true })
       : option.destination;
-  const options = { level: option.level ?? 'info', redact: REDACT };
+  const options = {
+    level: option.level ?? 'info',
+    redact: REDACT,
+    serializers: { err: safeErrSerializer(pino.stdSerializers.err) },
+  };
   return destination ? pino(options, destination) : pino(options);
 }

@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import { NatskitError } from '../errors/natskit-error.js';
+import { thrownProperty } from '../errors/thrown.js';
 import { LeanHistogram } from './histogram.js';
 
 /** Options of `ServiceManager.start({ metrics })`. */
@@ -49,7 +50,7 @@ export function checkMetricsOptions(options: unknown): void {
 /** A result's label: `ok`, or the natskit error code in lower case (a closed set). */
 export function outcomeOf(err?: unknown): string {
   if (err === undefined) return 'ok';
-  const code = (err as { code?: unknown })?.code;
+  const code = thrownProperty(err, 'code'); // anything user code threw
   return typeof code === 'string' && /^[A-Z_]+$/.test(code) ? code.toLowerCase() : 'error';
 }
 

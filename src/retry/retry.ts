@@ -9,6 +9,7 @@ import {
 } from '@nats-io/transport-node';
 import pRetry from 'p-retry';
 import { NatskitError } from '../errors/natskit-error.js';
+import { describeThrown } from '../errors/thrown.js';
 
 /**
  * A request was in flight when the connection was lost, and the connection is back: its reply
@@ -130,7 +131,7 @@ export async function withRetry<T>(
     if (isRetryable(err)) {
       throw new NatskitError(
         'NATS_UNAVAILABLE',
-        `${what} failed after ${attempts} attempt(s): ${(err as Error).message}`,
+        `${what} failed after ${attempts} attempt(s): ${describeThrown(err)}`,
         {
           cause: err,
           details: { attempts },

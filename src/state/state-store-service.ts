@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { NatskitError } from '../errors/natskit-error.js';
+import { asNatskitError } from '../errors/thrown.js';
 import { assertJsonSafe, type StandardSchemaV1, validate } from '../kv/codec.js';
 import { validateFilter, validateKey, validateStoredKey } from '../kv/names.js';
 import type { HealthCheckResult, Service } from '../lifecycle/service.js';
@@ -135,7 +136,14 @@ export class StateStoreService implements StateStore, Service {
           change = { ...raw, value };
         } catch (err) {
           const { value: _, ...rest } = raw;
-          change = { ...rest, type: 'invalid', error: err as NatskitError };
+          // A schema may throw anything: `error` is always a natskit error.
+          const error = asNatskitError(
+            err,
+            'VALIDATION_FAILED',
+            `stored value of key ${raw.key} (revision ${raw.revision}) could not be validated: the schema threw`,
+            { key: raw.key, revision: raw.revision, direction: 'read' },
+          );
+          change = { ...rest, type: 'invalid', error };
         }
       } else {
         change = raw;

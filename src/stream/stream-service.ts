@@ -13,9 +13,11 @@ import { inject } from 'inversify';
 import type { Logger } from 'pino';
 import { ConnectionService } from '../connection/connection-service.js';
 import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js';
+import { describeThrown } from '../errors/thrown.js';
 import { ApiCode, closedError, isApiError, isConnectionClosed } from '../jetstream/api-errors.js';
 import { msgHeaders } from '../jetstream/headers.js';
 import { storedAttempt } from '../jetstream/lost-ack.js';
+import { noStreamCheck } from '../jetstream/no-stream.js';
 import type { HealthCheckResult, Service } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
 import { countingRetries, METRICS, type Metrics, NO_METRICS } from '../metrics/metrics.js';
@@ -147,7 +149,7 @@ export class StreamService implements Service {
   }
 
   #record(err: unknown): void {
-    this.#lastError = err instanceof Error ? err.message : String(err);
+    this.#lastError = describeThrown(err);
   }
 
   /**
@@ -195,7 +197,8 @@ export class StreamService implements Service {
    * election, reconnecting) are retried with backoff and jitter; anything else is thrown at once.
    *
    * @throws NatskitError `EXPECTATION_FAILED` (an expectation did not hold), `PUBLISH_FAILED`,
-   * `NATS_UNAVAILABLE` (retries exhausted), `ABORTED`.
+   * `STREAM_NOT_FOUND` (no stream captures the subject: at once, not retried), `INVALID_OPTIONS`
+   * (a header the client refuses), `NATS_UNAVAILABLE` (retries exhausted), `ABORTED`.
    */
   async publish(
     subject: string,
@@ -212,12 +215,13 @@ export class StreamService implements Service {
     if (options.expect) opts.expect = { ...options.expect };
     const headers = msgHeaders(options.headers);
     if (headers) opts.headers = headers;
+    const noStream = noStreamCheck(this.jsm, subject);
     let attempts = 0;
     try {
       const ack = await withRetry(
         () => {
           attempts++;
-          return this.#connection.resilient(js.publish(subject, payload, opts));
+          return this.#connection.resilient(js.publish(subject, payload, opts)).catch(noStream);
         },
         { what: `publish to ${subject}`, retry, signal: options.signal, counter: this.metrics },
       );
@@ -331,9 +335,7 @@ export class StreamService implements Service {
     if (errors.length > 0) {
       throw new NatskitAggregateError(
         'SERVICE_STOP_FAILED',
-        `${errors.length} worker(s) failed to stop: ${errors
-          .map((e) => (e instanceof Error ? e.message : String(e)))
-          .join('; ')}`,
+        `${errors.length} worker(s) failed to stop: ${errors.map(describeThrown).join('; ')}`,
         errors,
         { service: 'StreamService' },
       );

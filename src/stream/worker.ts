@@ -324,7 +324,13 @@ export class JobWorker<T> implements Worker<T> {
           'job failed on its last delivery; terminated',
         );
       } else {
-        const delay = (this.#o.retryDelayMs ?? defaultDelay)(job.deliveryCount);
+        let delay = defaultDelay(job.deliveryCount);
+        try {
+          // User code, run in a catch nobody awaits: a throw here would leave the job unanswered.
+          delay = (this.#o.retryDelayMs ?? defaultDelay)(job.deliveryCount);
+        } catch (thrown) {
+          this.#log.error({ err: thrown, seq: job.seq }, 'retryDelayMs threw; default delay');
+        }
         msg.nak(delay);
         this.stats.failed++;
         m?.job('failed', seconds);

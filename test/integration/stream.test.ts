@@ -1,6 +1,6 @@
 import { DeliverPolicy, StorageType } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NatskitError, ServiceManager, StreamService } from '../../src/index.js';
+import { ConnectionService, NatskitError, ServiceManager, StreamService } from '../../src/index.js';
 import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
 
 const quiet = { logger: { level: 'silent' as const } };
@@ -99,23 +99,50 @@ describe('StreamService', () => {
     expect((await streams.jsm.streams.info('PUB')).state.messages).toBe(3);
   });
 
-  it('publish to a subject no stream listens on fails with NATS_UNAVAILABLE after its retries', async () => {
+  it('publish to a subject no stream listens on fails with STREAM_NOT_FOUND at once, not retried', async () => {
     const before = streams.metrics.retries;
     const err = await streams
       .publish('nobody.listens', 'x', { retry: { retries: 2, minDelayMs: 10, maxDelayMs: 20 } })
       .catch((e: unknown) => e);
-    expect(NatskitError.is(err, 'NATS_UNAVAILABLE')).toBe(true);
-    expect((err as NatskitError).details?.attempts).toBe(3);
-    expect(streams.metrics.retries - before).toBe(2);
+    expect(NatskitError.is(err, 'STREAM_NOT_FOUND')).toBe(true);
+    expect(streams.metrics.retries - before).toBe(0);
+  });
+
+  it('publish to a subject that never answers (timeouts) fails with NATS_UNAVAILABLE after its retries', async () => {
+    // A core subscriber that never replies: each attempt times out (transient).
+    const sub = app.get(ConnectionService).nc.subscribe('nobody.answers');
+    try {
+      const before = streams.metrics.retries;
+      const err = await streams
+        .publish('nobody.answers', 'x', {
+          timeoutMs: 50,
+          retry: { retries: 2, minDelayMs: 10, maxDelayMs: 20 },
+        })
+        .catch((e: unknown) => e);
+      expect(NatskitError.is(err, 'NATS_UNAVAILABLE')).toBe(true);
+      expect((err as NatskitError).details?.attempts).toBe(3);
+      expect(streams.metrics.retries - before).toBe(2);
+    } finally {
+      sub.unsubscribe();
+    }
   });
 
   it('an aborted publish fails with ABORTED', async () => {
-    const ac = new AbortController();
-    const pending = streams
-      .publish('nobody.listens', 'x', { retry: { retries: 50, minDelayMs: 50 }, signal: ac.signal })
-      .catch((e: unknown) => e);
-    setTimeout(() => ac.abort(), 100);
-    expect(NatskitError.is(await pending, 'ABORTED')).toBe(true);
+    const sub = app.get(ConnectionService).nc.subscribe('nobody.answers');
+    try {
+      const ac = new AbortController();
+      const pending = streams
+        .publish('nobody.answers', 'x', {
+          timeoutMs: 50,
+          retry: { retries: 50, minDelayMs: 50 },
+          signal: ac.signal,
+        })
+        .catch((e: unknown) => e);
+      setTimeout(() => ac.abort(), 100);
+      expect(NatskitError.is(await pending, 'ABORTED')).toBe(true);
+    } finally {
+      sub.unsubscribe();
+    }
   });
 
   it('publish rides out a server restart through its retries', async () => {

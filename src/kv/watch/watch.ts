@@ -167,7 +167,12 @@ export class Watch<T> implements KvWatcher<T> {
   #markInitialized(): void {
     if (this.#initialized) return;
     this.#initialized = true;
-    this.#options.onInitialized?.();
+    try {
+      this.#options.onInitialized?.();
+    } catch (err) {
+      // User code: a throw would end the watch (and reject `done`, which nobody may await).
+      this.#source.log.error({ err }, 'onInitialized threw; the watch goes on');
+    }
   }
 
   async *#initialState(): AsyncGenerator<KvChange<T>> {
