@@ -5,7 +5,14 @@ import {
   type NodeConnectionOptions,
   nkeyAuthenticator,
 } from '@nats-io/transport-node';
-import { checkMs } from '../config/validate.js';
+import {
+  checkKnownKeys,
+  checkMs,
+  checkOptionsObject,
+  describeType,
+  describeValue,
+  knownKeys,
+} from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { createToken, type Token } from '../lifecycle/service.js';
 
@@ -95,6 +102,53 @@ export const CONNECTION_DEFAULTS = Object.freeze({
   waitForFirstConnect: false,
 });
 
+const CONNECTION_KEYS = knownKeys<ConnectionOptions>({
+  servers: true,
+  name: true,
+  token: true,
+  user: true,
+  password: true,
+  nkeySeed: true,
+  nkeySeedFile: true,
+  credsFile: true,
+  tls: true,
+  connectTimeoutMs: true,
+  reconnect: true,
+  maxReconnectAttempts: true,
+  reconnectTimeWaitMs: true,
+  reconnectJitterMs: true,
+  pingIntervalMs: true,
+  reconnectGraceMs: true,
+  drainTimeoutMs: true,
+  requestTimeoutMs: true,
+  waitForFirstConnect: true,
+  connection: true,
+});
+const TLS_KEYS = knownKeys<ConnectionTlsOptions>({
+  caFile: true,
+  certFile: true,
+  keyFile: true,
+  handshakeFirst: true,
+});
+
+/**
+ * The @nats-io client's names of options natskit has under another name. natskit passes no
+ * option through to the client as is: each is named, checked and converted here, so an
+ * unknown name (the client's own included) is refused rather than ignored. For a client option
+ * natskit does not have, connect yourself and hand the connection in as `connection`.
+ */
+const CLIENT_NAMES: Readonly<Record<string, string>> = {
+  pass: 'password',
+  timeout: 'connectTimeoutMs',
+  reconnectTimeWait: 'reconnectTimeWaitMs',
+  reconnectJitter: 'reconnectJitterMs',
+  reconnectJitterTLS: 'reconnectJitterMs',
+  pingInterval: 'pingIntervalMs',
+  waitOnFirstConnect: 'waitForFirstConnect',
+  authenticator: 'nkeySeed, nkeySeedFile or credsFile',
+  port: 'servers',
+};
+
 /** Removes `user:password@` from a URL, for messages and logs. */
 export function redactUrl(url: string): string {
   return url.replace(/\/\/[^@/]*@/, '//[redacted]@');
@@ -110,7 +164,36 @@ function invalid(field: string, why: string): NatskitError {
 export function resolveConnectionOptions(
   options: ConnectionOptions,
 ): ConnectionOptions & typeof CONNECTION_DEFAULTS {
-  if (typeof options !== 'object' || options === null) throw invalid('', 'must be an object');
+  if (typeof options !== 'object' || options === null || Array.isArray(options))
+    throw invalid('', `must be an object, got ${describeValue(options)}`);
+  checkKnownKeys('nats', options, CONNECTION_KEYS, CLIENT_NAMES);
+  checkOptionsObject('nats.tls', options.tls, TLS_KEYS);
+  for (const f of ['name', 'nkeySeedFile', 'credsFile'] as const) {
+    const v = options[f];
+    if (v !== undefined && (typeof v !== 'string' || v === ''))
+      throw invalid(f, `must be a non-empty string, got ${describeValue(v)}`);
+  }
+  for (const f of ['caFile', 'certFile', 'keyFile'] as const) {
+    const v = options.tls?.[f];
+    if (v !== undefined && (typeof v !== 'string' || v === ''))
+      throw invalid(`tls.${f}`, `must be a file path, got ${describeValue(v)}`);
+  }
+  for (const f of ['token', 'user', 'password', 'nkeySeed'] as const) {
+    const v = options[f];
+    // A secret's type only: its value must not reach a message.
+    if (v !== undefined && (typeof v !== 'string' || v === ''))
+      throw invalid(f, `must be a non-empty string, got ${describeType(v)}`);
+  }
+  for (const f of ['reconnect', 'waitForFirstConnect'] as const) {
+    const v = options[f];
+    if (v !== undefined && typeof v !== 'boolean')
+      throw invalid(f, `must be a boolean, got ${describeValue(v)}`);
+  }
+  if (options.tls?.handshakeFirst !== undefined && typeof options.tls.handshakeFirst !== 'boolean')
+    throw invalid(
+      'tls.handshakeFirst',
+      `must be a boolean, got ${describeValue(options.tls.handshakeFirst)}`,
+    );
   const servers =
     typeof options.servers === 'string' ? options.servers.split(',') : options.servers;
   if (
@@ -119,7 +202,10 @@ export function resolveConnectionOptions(
       servers.length === 0 ||
       servers.some((s) => typeof s !== 'string' || !s.trim()))
   ) {
-    throw invalid('servers', 'must be a non-empty list of URLs');
+    throw invalid(
+      'servers',
+      `must be a non-empty list of URLs, got ${describeValue(options.servers)}`,
+    );
   }
   for (const f of [
     'reconnectGraceMs',
@@ -131,14 +217,18 @@ export function resolveConnectionOptions(
   ] as const) {
     checkMs(`nats.${f}`, options[f]);
   }
-  if (options.reconnectJitterMs !== undefined && !(options.reconnectJitterMs >= 0)) {
-    throw invalid('reconnectJitterMs', 'must be >= 0');
+  const jitter: unknown = options.reconnectJitterMs;
+  if (jitter !== undefined && !(typeof jitter === 'number' && jitter >= 0 && jitter < Infinity)) {
+    throw invalid('reconnectJitterMs', `must be a number >= 0, got ${describeValue(jitter)}`);
   }
   if (
     options.maxReconnectAttempts !== undefined &&
     !Number.isInteger(options.maxReconnectAttempts)
   ) {
-    throw invalid('maxReconnectAttempts', 'must be an integer (-1 for unlimited)');
+    throw invalid(
+      'maxReconnectAttempts',
+      `must be an integer (-1 for unlimited), got ${describeValue(options.maxReconnectAttempts)}`,
+    );
   }
   if ((options.user === undefined) !== (options.password === undefined)) {
     throw invalid(

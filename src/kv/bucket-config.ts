@@ -6,7 +6,7 @@ import {
   type StreamConfig,
 } from '@nats-io/jetstream';
 import { millis, nanos } from '@nats-io/transport-node';
-import { checkMs } from '../config/validate.js';
+import { checkKnownKeys, checkMs, describeValue, knownKeys } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { streamOf, subjectOf } from './names.js';
 
@@ -44,18 +44,19 @@ export interface BucketPlacement {
   readonly tags?: readonly string[];
 }
 
-const FIELDS: ReadonlySet<string> = new Set([
-  'history',
-  'ttlMs',
-  'maxValueSize',
-  'maxBytes',
-  'replicas',
-  'storage',
-  'perKeyTtl',
-  'markerTtlMs',
-  'placement',
-  'description',
-]);
+const FIELDS = knownKeys<BucketConfig>({
+  history: true,
+  ttlMs: true,
+  maxValueSize: true,
+  maxBytes: true,
+  replicas: true,
+  storage: true,
+  perKeyTtl: true,
+  markerTtlMs: true,
+  placement: true,
+  description: true,
+});
+const PLACEMENT_FIELDS = knownKeys<BucketPlacement>({ cluster: true, tags: true });
 
 /** What natskit does when a provisioned bucket exists with another config. */
 export type DriftPolicy = 'error' | 'warn' | 'update';
@@ -73,19 +74,20 @@ export interface BucketDifference {
 export function checkBucketConfig(config: BucketConfig): void {
   const bad = (field: string, why: string) =>
     new NatskitError('INVALID_OPTIONS', `bucket config ${field} ${why}`, { details: { field } });
-  if (typeof config !== 'object' || config === null) throw bad('', 'must be an object');
-  for (const field of Object.keys(config)) {
-    if (field === 'mirror' || field === 'sources') {
+  if (typeof config !== 'object' || config === null || Array.isArray(config))
+    throw bad('', `must be an object, got ${describeValue(config)}`);
+  for (const field of ['mirror', 'sources']) {
+    if (field in config) {
       throw bad(
         field,
         'is not supported: create a mirrored or sourced bucket with the nats CLI or a NATS client, then bind it with kv.bucket(name)',
       );
     }
-    if (!FIELDS.has(field)) {
-      throw bad(field, `is not a bucket config field (known: ${[...FIELDS].join(', ')})`);
-    }
   }
+  checkKnownKeys('bucket config ', config, FIELDS);
   const p = config.placement;
+  if (typeof p === 'object' && p !== null)
+    checkKnownKeys('bucket config placement', p, PLACEMENT_FIELDS);
   if (
     p !== undefined &&
     (typeof p !== 'object' ||

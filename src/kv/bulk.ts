@@ -1,4 +1,5 @@
 import type { StoredMsg } from '@nats-io/jetstream';
+import { describeValue } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import {
   MAX_BATCH_MESSAGES,
@@ -39,7 +40,7 @@ export function ttlOf(ttlMs: number | undefined): string | undefined {
   if (!Number.isInteger(ttlMs) || ttlMs < 1_000) {
     throw new NatskitError(
       'INVALID_OPTIONS',
-      `ttlMs must be an integer of at least 1000, got ${ttlMs}`,
+      `ttlMs must be an integer of at least 1000, got ${describeValue(ttlMs)}`,
       { details: { field: 'ttlMs' } },
     );
   }

@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import { checkKnownKeys, describeValue, knownKeys } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { LeanHistogram } from './histogram.js';
 
@@ -9,6 +10,11 @@ export interface MetricsOptions {
   /** Labels added to every metric (`{ app: 'billing' }`). Keep them few and fixed. */
   readonly defaultLabels?: Readonly<Record<string, string>>;
 }
+
+const METRICS_OPTION_KEYS = knownKeys<MetricsOptions>({
+  processMetrics: true,
+  defaultLabels: true,
+});
 
 /** The label names natskit's own metrics use: a default label cannot take one of them. */
 const OWN_LABELS = [
@@ -31,7 +37,8 @@ export function checkMetricsOptions(options: unknown): void {
       details: { field: `metrics${field}` },
     });
   if (typeof options !== 'object' || options === null)
-    throw bad('', 'must be a boolean or an object');
+    throw bad('', `must be a boolean or an object, got ${describeValue(options)}`);
+  checkKnownKeys('options.metrics', options, METRICS_OPTION_KEYS);
   const { processMetrics, defaultLabels } = options as MetricsOptions;
   if (processMetrics !== undefined && typeof processMetrics !== 'boolean')
     throw bad('.processMetrics', 'must be a boolean');
