@@ -49,7 +49,10 @@ export function closestName(name: string, known: readonly string[]): string | un
       bestDistance = d;
     }
   }
-  return bestDistance <= limit ? best : undefined;
+  if (bestDistance <= limit) return best;
+  // A shortened name: `ttl` for `ttlMs`, `lastSubjectSeq` for `lastSubjectSequence`.
+  const lower = name.toLowerCase();
+  return lower.length >= 3 ? known.find((k) => k.toLowerCase().startsWith(lower)) : undefined;
 }
 
 /**
