@@ -149,6 +149,9 @@ const CLIENT_NAMES: Readonly<Record<string, string>> = {
   port: 'servers',
 };
 
+/** Connection options with the defaults applied. */
+export type ResolvedConnectionOptions = ConnectionOptions & typeof CONNECTION_DEFAULTS;
+
 /** Removes `user:password@` from a URL, for messages and logs. */
 export function redactUrl(url: string): string {
   return url.replace(/\/\/[^@/]*@/, '//[redacted]@');

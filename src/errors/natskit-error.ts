@@ -144,6 +144,27 @@ export class NatskitError extends Error {
 }
 
 /**
+ * A natskit error that takes the place of `inner` (another natskit error) and says more: its
+ * `message` already contains inner's. It keeps inner's `cause` (not inner itself) and the stack
+ * where inner was thrown, so nothing is said twice where the messages of a cause chain are joined
+ * (pino's `err` serializer does, `util.inspect` prints each).
+ */
+export function supersede(
+  inner: NatskitError,
+  code: ErrorCode,
+  message: string,
+  options: Omit<NatskitErrorOptions, 'cause'> = {},
+): NatskitError {
+  const err = new NatskitError(code, message, {
+    ...options,
+    ...(inner.cause === undefined ? {} : { cause: inner.cause }),
+  });
+  const frames = typeof inner.stack === 'string' ? inner.stack.indexOf('\n    at ') : -1;
+  if (frames >= 0) err.stack = `${err.name}: ${message}${(inner.stack as string).slice(frames)}`;
+  return err;
+}
+
+/**
  * Several failures gathered into one error (every failed stop step of a shutdown, say). It is
  * a real `AggregateError` (`errors` holds each failure, in order) and carries a natskit `code`,
  * so `NatskitError.is(err, 'SHUTDOWN_FAILED')` works on it.
