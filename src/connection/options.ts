@@ -15,6 +15,7 @@ import {
 } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { createToken, type Token } from '../lifecycle/service.js';
+import { splitUrlCredentials } from './url-credentials.js';
 
 /** TLS settings of a connection (file paths, PEM). */
 export interface ConnectionTlsOptions {
@@ -27,7 +28,13 @@ export interface ConnectionTlsOptions {
 
 /** Options of the NATS connection. Secrets given here are never logged. */
 export interface ConnectionOptions {
-  /** Server URLs. @defaultValue ['nats://127.0.0.1:4222'] */
+  /**
+   * Server URLs. Credentials in them (`nats://user:password@host`, `nats://token@host`, as the Go
+   * client and the nats CLI read them, and as `NATS_URL` often carries them) are used: every URL
+   * with credentials must carry the same ones, and they cannot be combined with `token`, `user`,
+   * `password`, `nkeySeed`, `nkeySeedFile` or `credsFile` (`INVALID_OPTIONS`). They are never
+   * logged. @defaultValue ['nats://127.0.0.1:4222']
+   */
   readonly servers?: string | readonly string[];
   /** The connection's name, shown by the server. @defaultValue 'natskit' */
   readonly name?: string;
@@ -149,12 +156,20 @@ const CLIENT_NAMES: Readonly<Record<string, string>> = {
   port: 'servers',
 };
 
+const AUTH_FIELDS = ['token', 'user', 'password', 'nkeySeed', 'nkeySeedFile', 'credsFile'] as const;
+
 /** Connection options with the defaults applied. */
 export type ResolvedConnectionOptions = ConnectionOptions & typeof CONNECTION_DEFAULTS;
 
-/** Removes `user:password@` from a URL, for messages and logs. */
+/**
+ * Removes `user:password@` (or `token@`) from a URL (`host:port` forms too), or from every URL
+ * in a text such as a client's error message, for messages and logs.
+ */
 export function redactUrl(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, '//[redacted]@');
+  // Greedy up to the last '@' of a word: a password may hold a raw '@' or '/'; redacting a host
+  // too is the safe mistake.
+  const schemed = url.replace(/([a-z][a-z0-9+.-]*:\/\/)\S*@/gi, '$1[redacted]@');
+  return schemed.includes('://') ? schemed : schemed.replace(/^\S*@/, '[redacted]@');
 }
 
 function invalid(field: string, why: string): NatskitError {
@@ -205,10 +220,12 @@ export function resolveConnectionOptions(
       servers.length === 0 ||
       servers.some((s) => typeof s !== 'string' || !s.trim()))
   ) {
-    throw invalid(
-      'servers',
-      `must be a non-empty list of URLs, got ${describeValue(options.servers)}`,
-    );
+    // Redacted: a URL may carry a password.
+    const given =
+      typeof options.servers === 'string'
+        ? options.servers.split(',').map(redactUrl).join(',')
+        : options.servers;
+    throw invalid('servers', `must be a non-empty list of URLs, got ${describeValue(given)}`);
   }
   for (const f of [
     'reconnectGraceMs',
@@ -221,7 +238,10 @@ export function resolveConnectionOptions(
     checkMs(`nats.${f}`, options[f]);
   }
   const jitter: unknown = options.reconnectJitterMs;
-  if (jitter !== undefined && !(typeof jitter === 'number' && jitter >= 0 && jitter < Infinity)) {
+  if (
+    jitter !== undefined &&
+    !(typeof jitter === 'number' && jitter >= 0 && Number.isFinite(jitter))
+  ) {
     throw invalid('reconnectJitterMs', `must be a number >= 0, got ${describeValue(jitter)}`);
   }
   if (
@@ -247,11 +267,24 @@ export function resolveConnectionOptions(
   ].filter((a) => a !== undefined);
   if (auths.length > 1)
     throw invalid('token', 'only one of token, user/password, nkey and creds may be given');
+  const fromUrls = splitUrlCredentials(
+    (servers ?? CONNECTION_DEFAULTS.servers).map((s) => s.trim()),
+  );
+  if (fromUrls.credentials) {
+    const explicit = AUTH_FIELDS.find((f) => options[f] !== undefined);
+    // No precedence to learn: credentials are given in one place.
+    if (explicit)
+      throw invalid(
+        explicit,
+        'is given, and nats.servers carries credentials (user:password@ or token@) too: give them once',
+      );
+  }
   return {
     ...CONNECTION_DEFAULTS,
     ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
-    servers: (servers ?? CONNECTION_DEFAULTS.servers).map((s) => s.trim()),
-  } as ConnectionOptions & typeof CONNECTION_DEFAULTS;
+    ...fromUrls.credentials,
+    servers: fromUrls.servers,
+  } as ResolvedConnectionOptions;
 }
 
 /** Builds the client's options; reads key files here so that a missing file fails clearly. */
