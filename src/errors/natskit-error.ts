@@ -21,8 +21,9 @@ export const ErrorCode = {
   /** Disposing a scope's services failed; `errors` holds each failure. */
   SCOPE_DISPOSE_FAILED: 'SCOPE_DISPOSE_FAILED',
   /**
-   * A class's constructor parameter has no `@inject(TOKEN)` (natskit does not use
-   * `emitDecoratorMetadata`); the message names the service and the parameter indexes.
+   * A class's constructor parameter gets no token: no `inject: [...]` entry, or no `@inject(TOKEN)`
+   * (natskit does not use `emitDecoratorMetadata`); the message names the service, the parameter
+   * indexes and the fix in the form the registration used (`details.form`).
    */
   INJECTION_MISSING: 'INJECTION_MISSING',
   /** Creating an instance through the container failed (its constructor or factory threw). */

@@ -65,11 +65,14 @@ export async function startService(
   try {
     instance = ctx.container.get(node.registration.token) as Service;
   } catch (err) {
-    throw new NatskitError(
-      'SERVICE_START_FAILED',
-      `${service} could not be created: ${message(err)}`,
-      { cause: err, service },
-    );
+    const what = `${service} could not be created: ${message(err)}`;
+    // A natskit error keeps its code (DEPENDENCY_MISSING from a factory's ctx.get...).
+    if (NatskitError.is(err))
+      throw supersede(err, err.code, what, {
+        service,
+        ...(err.details ? { details: err.details } : {}),
+      });
+    throw new NatskitError('SERVICE_START_FAILED', what, { cause: err, service });
   }
   if (typeof instance?.start !== 'function') {
     ctx.started({ node, instance });
