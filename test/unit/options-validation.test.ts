@@ -105,15 +105,19 @@ describe('unknown option names are refused, naming the closest known one', () =>
         "options.state.buckt is not a known option (did you mean 'bucket'?)",
       ],
       [
-        { services: [{ token: createToken('a'), useValue: 1, dependOn: [] }] } as HostOptions,
+        {
+          services: [{ token: createToken('a'), useValue: 1, dependOn: [] }],
+        } as unknown as HostOptions,
         "options.services[0].dependOn is not a known option (did you mean 'dependsOn'?)",
       ],
       [
-        { scoped: [{ token: createToken('b'), useValue: 1, startTimeoutMs: 5 }] } as HostOptions,
+        {
+          scoped: [{ token: createToken('b'), useValue: 1, startTimeoutMs: 5 }],
+        } as unknown as HostOptions,
         'options.scoped[0].startTimeoutMs is not a known option',
       ],
       [
-        { modules: [{ name: 'm', service: [] }] } as HostOptions,
+        { modules: [{ name: 'm', service: [] }] } as unknown as HostOptions,
         "options.modules[0].service is not a known option (did you mean 'services'?)",
       ],
     ];
