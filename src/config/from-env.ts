@@ -90,7 +90,7 @@ export function fromEnv(
   const level = get('LOG_LEVEL');
   if (level !== undefined) {
     if (!LOG_LEVELS.includes(level))
-      throw invalid('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`);
+      throw invalid('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}, got '${level}'`);
     out.logger = { level: level as NonNullable<LoggerOptions['level']> };
   }
   return out;

@@ -103,7 +103,7 @@ export function checkBucketConfig(config: BucketConfig): void {
     config.history !== undefined &&
     !(Number.isInteger(config.history) && config.history >= 1 && config.history <= 64)
   ) {
-    throw bad('history', 'must be an integer from 1 to 64');
+    throw bad('history', `must be an integer from 1 to 64, got ${describeValue(config.history)}`);
   }
   if (config.ttlMs !== undefined && config.ttlMs !== 0) checkMs('ttlMs', config.ttlMs);
   if (config.markerTtlMs !== undefined && config.markerTtlMs !== 0)
@@ -111,16 +111,16 @@ export function checkBucketConfig(config: BucketConfig): void {
   for (const f of ['maxValueSize', 'maxBytes'] as const) {
     const v = config[f];
     if (v !== undefined && !(Number.isInteger(v) && (v === -1 || v > 0)))
-      throw bad(f, 'must be -1 or a positive integer');
+      throw bad(f, `must be -1 or a positive integer, got ${describeValue(v)}`);
   }
   if (
     config.replicas !== undefined &&
     !(Number.isInteger(config.replicas) && config.replicas >= 1 && config.replicas <= 5)
   ) {
-    throw bad('replicas', 'must be an integer from 1 to 5');
+    throw bad('replicas', `must be an integer from 1 to 5, got ${describeValue(config.replicas)}`);
   }
   if (config.storage !== undefined && config.storage !== 'file' && config.storage !== 'memory') {
-    throw bad('storage', "must be 'file' or 'memory'");
+    throw bad('storage', `must be 'file' or 'memory', got ${describeValue(config.storage)}`);
   }
 }
 

@@ -116,15 +116,19 @@ function invalid(field: string, why: string): NatskitError {
 
 function checkRegistrations(field: string, list: unknown, timed: boolean): void {
   if (list === undefined) return;
-  if (!Array.isArray(list)) throw invalid(field, 'must be an array');
+  if (!Array.isArray(list)) throw invalid(field, `must be an array, got ${describeValue(list)}`);
   const seen = new Set<unknown>();
   list.forEach((r: Partial<ServiceRegistration> | undefined, i) => {
     const at = `${field}[${i}]`;
-    if (typeof r !== 'object' || r === null) throw invalid(at, 'must be an object');
+    if (typeof r !== 'object' || r === null)
+      throw invalid(at, `must be an object, got ${describeValue(r)}`);
     checkKnownKeys(`options.${at}`, r, timed ? REGISTRATION_KEYS : SCOPED_KEYS);
     const t = typeof r.token;
     if (t !== 'symbol' && t !== 'function' && t !== 'string') {
-      throw invalid(`${at}.token`, 'must be a token (symbol), a class or a string');
+      throw invalid(
+        `${at}.token`,
+        `must be a token (symbol), a class or a string, got ${describeValue(r.token)}`,
+      );
     }
     if (seen.has(r.token)) throw invalid(`${at}.token`, 'is registered twice');
     seen.add(r.token);
@@ -132,7 +136,7 @@ function checkRegistrations(field: string, list: unknown, timed: boolean): void 
     if (kinds.length !== 1)
       throw invalid(at, 'must have exactly one of useClass, useFactory, useValue');
     if ('useClass' in r && typeof r.useClass !== 'function')
-      throw invalid(`${at}.useClass`, 'must be a class');
+      throw invalid(`${at}.useClass`, `must be a class, got ${describeValue(r.useClass)}`);
     if ('inject' in r && r.inject !== undefined) {
       if (!('useClass' in r)) throw invalid(`${at}.inject`, 'goes with useClass only');
       if (!Array.isArray(r.inject)) throw invalid(`${at}.inject`, 'must be an array of tokens');
@@ -143,11 +147,11 @@ function checkRegistrations(field: string, list: unknown, timed: boolean): void 
       });
     }
     if ('useFactory' in r && typeof r.useFactory !== 'function') {
-      throw invalid(`${at}.useFactory`, 'must be a function');
+      throw invalid(`${at}.useFactory`, `must be a function, got ${describeValue(r.useFactory)}`);
     }
     if (timed) {
       if (r.dependsOn !== undefined && !Array.isArray(r.dependsOn))
-        throw invalid(`${at}.dependsOn`, 'must be an array');
+        throw invalid(`${at}.dependsOn`, `must be an array, got ${describeValue(r.dependsOn)}`);
       checkMs(`${at}.startTimeoutMs`, r.startTimeoutMs);
       checkMs(`${at}.stopTimeoutMs`, r.stopTimeoutMs);
     }
@@ -156,7 +160,8 @@ function checkRegistrations(field: string, list: unknown, timed: boolean): void 
 
 /** Validates the options once and fills in the defaults; never mutates the caller's object. */
 export function resolveManagerOptions(options: HostOptions): ResolvedManagerOptions {
-  if (typeof options !== 'object' || options === null) throw invalid('', 'must be an object');
+  if (typeof options !== 'object' || options === null)
+    throw invalid('', `must be an object, got ${describeValue(options)}`);
   checkKnownKeys('options', options, HOST_OPTION_KEYS);
   checkRegistrations('services', options.services, true);
   checkRegistrations('scoped', options.scoped, false);

@@ -41,7 +41,7 @@ export function checkMetricsOptions(options: unknown): void {
   checkKnownKeys('options.metrics', options, METRICS_OPTION_KEYS);
   const { processMetrics, defaultLabels } = options as MetricsOptions;
   if (processMetrics !== undefined && typeof processMetrics !== 'boolean')
-    throw bad('.processMetrics', 'must be a boolean');
+    throw bad('.processMetrics', `must be a boolean, got ${describeValue(processMetrics)}`);
   if (defaultLabels === undefined) return;
   if (typeof defaultLabels !== 'object' || defaultLabels === null)
     throw bad('.defaultLabels', 'must be an object of strings');
@@ -49,7 +49,8 @@ export function checkMetricsOptions(options: unknown): void {
     if (!/^[a-zA-Z_][a-zA-Z0-9_]*$/.test(name) || name.startsWith('__'))
       throw bad(`.defaultLabels.${name}`, 'is not a Prometheus label name');
     if (OWN_LABELS.includes(name)) throw bad(`.defaultLabels.${name}`, 'is a label natskit uses');
-    if (typeof value !== 'string') throw bad(`.defaultLabels.${name}`, 'must be a string');
+    if (typeof value !== 'string')
+      throw bad(`.defaultLabels.${name}`, `must be a string, got ${describeValue(value)}`);
   }
 }
 

@@ -54,7 +54,7 @@ export function checkStateOptions(options: unknown): asserts options is StateOpt
   if (o.backend !== 'sqlite')
     throw invalid('backend', `must be 'nats' or 'sqlite', got ${describeValue(o.backend)}`);
   if (typeof o.path !== 'string' || o.path === '')
-    throw invalid('path', "must be a file path (or ':memory:')");
+    throw invalid('path', `must be a file path (or ':memory:'), got ${describeValue(o.path)}`);
   if (o.synchronous !== undefined && o.synchronous !== 'normal' && o.synchronous !== 'full')
     throw invalid('synchronous', `must be 'normal' or 'full', got ${describeValue(o.synchronous)}`);
   if (

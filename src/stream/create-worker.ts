@@ -95,7 +95,10 @@ export async function createWorker<T>(
   checkOptionsObject('worker', options, WORKER_KEYS);
   const concurrency = positiveInt('worker.concurrency', options.concurrency, 1);
   if (typeof options.handler !== 'function')
-    throw new NatskitError('INVALID_OPTIONS', 'worker.handler must be a function');
+    throw new NatskitError(
+      'INVALID_OPTIONS',
+      `worker.handler must be a function, got ${describeValue(options.handler)}`,
+    );
   for (const f of [
     'ackWaitMs',
     'heartbeatMs',

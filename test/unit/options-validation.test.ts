@@ -221,6 +221,23 @@ describe('values in messages show their type', () => {
     expect(jitter.message).toContain("got the string '5'");
   });
 
+  it('bucket configs, registrations, metrics and the state path show what they got', async () => {
+    const history = await invalid(() => checkBucketConfig({ history: '5' } as never));
+    expect(history.message).toBe(
+      "bucket config history must be an integer from 1 to 64, got the string '5'",
+    );
+    const token = await invalid(() =>
+      ServiceManager.start({ ...quiet, services: [{ token: 42, useValue: 1 } as never] }),
+    );
+    expect(token.message).toContain('got the number 42');
+    const metrics = await invalid(() =>
+      ServiceManager.start({ ...quiet, metrics: { processMetrics: 'no' as never } }),
+    );
+    expect(metrics.message).toContain("got the string 'no'");
+    const path = await invalid(() => stateModule({ backend: 'sqlite', path: null as never }));
+    expect(path.message).toContain('got null');
+  });
+
   it('a secret of the wrong type is described by its type only', async () => {
     const err = await invalid(() =>
       resolveConnectionOptions({ password: 123456, user: 'u' } as unknown as ConnectionOptions),
