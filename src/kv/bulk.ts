@@ -9,6 +9,7 @@ import {
 import type { BucketState, TypedBucket } from './bucket-state.js';
 import { isAbsent, OPERATION } from './headers.js';
 import { keyOf, subjectOf, validateStoredKey } from './names.js';
+import { checkBulkEntry } from './options.js';
 import type { BulkPutEntry, BulkResult, KvCallOptions } from './types.js';
 
 /** Requests in flight at once where a bulk call falls back to one request per key. */
@@ -114,6 +115,7 @@ export async function bulkPut<T>(
   const valid: Valid[] = [];
   for (const [i, e] of entries.entries()) {
     try {
+      checkBulkEntry(i, e);
       const data = await b.encode(e.key, e.value);
       valid.push({ i, key: e.key, data, ttl: ttlOf(e.ttlMs) });
     } catch (err) {

@@ -3,6 +3,7 @@ import { checkRetryOptions, type RetryOptions } from '../retry/retry.js';
 import type { BucketConfig, DriftPolicy } from './bucket-config.js';
 import type { Codec, StandardSchemaV1 } from './codec.js';
 import type {
+  BulkPutEntry,
   KvCallOptions,
   KvDeleteOptions,
   KvPutOptions,
@@ -86,6 +87,16 @@ const BACKOFF_KEYS = knownKeys<NonNullable<TxOptions['backoff']>>({
   minDelayMs: true,
   maxDelayMs: true,
 });
+
+const BULK_ENTRY_KEYS = knownKeys<BulkPutEntry<unknown>>({ key: true, value: true, ttlMs: true });
+
+/**
+ * Throws `INVALID_OPTIONS` when a `bulkPut` entry has an unknown field (`ttl` for `ttlMs` would
+ * store a value that never expires); the bulk call reports it as that entry's result.
+ */
+export function checkBulkEntry(index: number, entry: unknown): void {
+  checkOptionsObject(`bulkPut entries[${index}]`, entry, BULK_ENTRY_KEYS);
+}
 
 /** The option lists of the KV calls, by the kind of call. */
 const CALLS = {

@@ -76,6 +76,16 @@ describe('unknown options at run time', () => {
     expect(err.message).toBe("worker.concurrency must be a positive integer, got the string '4'");
   });
 
+  it('ensureStream with a misspelt config field creates no stream', async () => {
+    const err = await invalid(() =>
+      streams.ensureStream({ name: 'TYPO', subjects: ['typo.>'], maxAge: 1_000 } as never),
+    );
+    expect(err.message).toContain(
+      "ensureStream TYPO config maxAge is not a known option (did you mean 'max_age'?)",
+    );
+    await expect(streams.jsm.streams.info('TYPO')).rejects.toThrow(/stream not found/);
+  });
+
   it('publish with a misspelt expectation stores nothing', async () => {
     const before = (await streams.jsm.streams.info('OPTS')).state.messages;
     const err = await invalid(() =>
@@ -110,6 +120,17 @@ describe('unknown options at run time', () => {
     expect(watch.message).toContain("(did you mean 'bufferSize'?)");
     const tx = await invalid(() => b.transaction(() => 1, { maxAttempt: 2 } as never));
     expect(tx.message).toContain("(did you mean 'maxAttempts'?)");
+    const results = await b.bulkPut([
+      { key: 'typo', value: 1, ttl: 5_000 } as never,
+      { key: 'fine', value: 2 },
+    ]);
+    expect(results[0]).toMatchObject({ key: 'typo', ok: false });
+    expect(results[0]?.ok === false && results[0].error.code).toBe('INVALID_OPTIONS');
+    expect(results[0]?.ok === false && results[0].error.message).toContain(
+      "bulkPut entries[0].ttl is not a known option (did you mean 'ttlMs'?)",
+    );
+    expect(results[1]).toMatchObject({ key: 'fine', ok: true });
+    expect(await b.get('typo')).toBeNull();
     const bulk = await invalid(() => b.bulkGet(['k'], { signl: undefined } as never));
     expect(bulk.message).toContain("(did you mean 'signal'?)");
   });
