@@ -13,7 +13,7 @@ export interface PublishExpectations {
   readonly streamName?: string;
 }
 
-/** Options of {@link StreamService.publish}. */
+/** Options of `StreamService.publish`. */
 export interface PublishOptions {
   /**
    * Deduplication id. When retries are on and none is given, natskit generates one, so that a

@@ -16,7 +16,7 @@ export interface NatsServerTls {
   readonly verify?: boolean;
 }
 
-/** Options of {@link startNatsServer}. */
+/** Options of `startNatsServer`. */
 export interface NatsServerOptions {
   /** Which server to run. @defaultValue 'modern' (2.12 or newer) */
   readonly version?: NatsServerVersion;
