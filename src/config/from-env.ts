@@ -3,7 +3,10 @@ import { LOG_LEVELS, type LoggerOptions } from '../logging/logger.js';
 
 /** NATS connection settings read from the environment. Paths are file paths, never contents. */
 export interface NatsEnvConfig {
-  /** From `NATS_URL`: a comma-separated server list. */
+  /**
+   * From `NATS_URL`: a comma-separated server list. Credentials in it (`nats://user:pass@host`,
+   * `nats://token@host`) are used by the connection (see `ConnectionOptions.servers`).
+   */
   readonly servers: readonly string[];
   /** `NATS_TOKEN` */
   readonly token?: string;
@@ -57,7 +60,7 @@ export function fromEnv(
       .map((s) => s.trim())
       .filter(Boolean);
     for (const s of servers) {
-      if (!/^(nats|tls|ws|wss):\/\/[^\s]+$/.test(s) && !/^[^\s:/]+(:\d+)?$/.test(s)) {
+      if (!/^(nats|tls|ws|wss):\/\/[^\s]+$/.test(s) && !/^([^\s@/]+@)?[^\s:/@]+(:\d+)?$/.test(s)) {
         throw invalid('NATS_URL', 'must be a comma-separated list of nats:// URLs or host:port');
       }
     }
@@ -87,7 +90,7 @@ export function fromEnv(
   const level = get('LOG_LEVEL');
   if (level !== undefined) {
     if (!LOG_LEVELS.includes(level))
-      throw invalid('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`);
+      throw invalid('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}, got '${level}'`);
     out.logger = { level: level as NonNullable<LoggerOptions['level']> };
   }
   return out;

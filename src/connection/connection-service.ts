@@ -1,13 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  AuthorizationError,
-  connect,
-  type NatsConnection,
-  type QueuedIterator,
-  type Status,
-  UserAuthenticationExpiredError,
-} from '@nats-io/transport-node';
+import type { NatsConnection, QueuedIterator, Status } from '@nats-io/transport-node';
 import { inject } from 'inversify';
 import type { Logger } from 'pino';
 import { NatskitError } from '../errors/natskit-error.js';
@@ -22,6 +14,7 @@ import {
   type Feature,
   requireFeature,
 } from './capabilities.js';
+import { firstConnect } from './first-connect.js';
 import {
   CONNECTION_OPTIONS,
   type ConnectionOptions,
@@ -202,7 +195,7 @@ export class ConnectionService implements Service {
     if (o.connection) {
       nc = o.connection;
     } else {
-      nc = await this.#connect(signal);
+      nc = await firstConnect(o, toClientOptions(o), this.#log, signal);
     }
     this.#nc = nc;
     try {
@@ -224,38 +217,6 @@ export class ConnectionService implements Service {
       },
       'connected',
     );
-  }
-
-  /** Connects; with `waitForFirstConnect`, tries again until a server answers or `signal` aborts. */
-  async #connect(signal: AbortSignal): Promise<NatsConnection> {
-    const o = this.#options;
-    const client = toClientOptions(o);
-    const servers = o.servers.map(redactUrl).join(', ');
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const nc = await connect(client);
-        if (attempt > 1)
-          this.#log.info({ attempts: attempt }, 'connected after waiting for a server');
-        return nc;
-      } catch (err) {
-        const auth =
-          err instanceof AuthorizationError || err instanceof UserAuthenticationExpiredError;
-        const failure = new NatskitError(
-          auth ? 'AUTH_FAILED' : 'CONNECTION_FAILED',
-          auth
-            ? `the NATS server at ${servers} refused the credentials (${err instanceof Error ? err.name : 'error'})`
-            : `could not connect to NATS at ${servers}: ${err instanceof Error ? err.message : String(err)}${attempt > 1 ? ` (${attempt} attempts)` : ''}`,
-          { cause: err, details: { attempts: attempt } },
-        );
-        if (auth || !o.waitForFirstConnect || signal.aborted) throw failure;
-        if (attempt === 1 || attempt % 10 === 0) {
-          this.#log.warn({ servers, attempts: attempt }, 'no NATS server yet; waiting for one');
-        }
-        const waitMs = o.reconnectTimeWaitMs + Math.random() * o.reconnectJitterMs;
-        await sleep(waitMs, undefined, { signal }).catch(() => undefined);
-        if (signal.aborted) throw failure;
-      }
-    }
   }
 
   /** Stops following the connection, and closes it unless it was handed in. */

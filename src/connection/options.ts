@@ -5,9 +5,17 @@ import {
   type NodeConnectionOptions,
   nkeyAuthenticator,
 } from '@nats-io/transport-node';
-import { checkMs } from '../config/validate.js';
+import {
+  checkKnownKeys,
+  checkMs,
+  checkOptionsObject,
+  describeType,
+  describeValue,
+  knownKeys,
+} from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { createToken, type Token } from '../lifecycle/service.js';
+import { splitUrlCredentials } from './url-credentials.js';
 
 /** TLS settings of a connection (file paths, PEM). */
 export interface ConnectionTlsOptions {
@@ -20,7 +28,13 @@ export interface ConnectionTlsOptions {
 
 /** Options of the NATS connection. Secrets given here are never logged. */
 export interface ConnectionOptions {
-  /** Server URLs. @defaultValue ['nats://127.0.0.1:4222'] */
+  /**
+   * Server URLs. Credentials in them (`nats://user:password@host`, `nats://token@host`, as the Go
+   * client and the nats CLI read them, and as `NATS_URL` often carries them) are used: every URL
+   * with credentials must carry the same ones, and they cannot be combined with `token`, `user`,
+   * `password`, `nkeySeed`, `nkeySeedFile` or `credsFile` (`INVALID_OPTIONS`). They are never
+   * logged. @defaultValue ['nats://127.0.0.1:4222']
+   */
   readonly servers?: string | readonly string[];
   /** The connection's name, shown by the server. @defaultValue 'natskit' */
   readonly name?: string;
@@ -95,9 +109,67 @@ export const CONNECTION_DEFAULTS = Object.freeze({
   waitForFirstConnect: false,
 });
 
-/** Removes `user:password@` from a URL, for messages and logs. */
+const CONNECTION_KEYS = knownKeys<ConnectionOptions>({
+  servers: true,
+  name: true,
+  token: true,
+  user: true,
+  password: true,
+  nkeySeed: true,
+  nkeySeedFile: true,
+  credsFile: true,
+  tls: true,
+  connectTimeoutMs: true,
+  reconnect: true,
+  maxReconnectAttempts: true,
+  reconnectTimeWaitMs: true,
+  reconnectJitterMs: true,
+  pingIntervalMs: true,
+  reconnectGraceMs: true,
+  drainTimeoutMs: true,
+  requestTimeoutMs: true,
+  waitForFirstConnect: true,
+  connection: true,
+});
+const TLS_KEYS = knownKeys<ConnectionTlsOptions>({
+  caFile: true,
+  certFile: true,
+  keyFile: true,
+  handshakeFirst: true,
+});
+
+/**
+ * The @nats-io client's names of options natskit has under another name. natskit passes no
+ * option through to the client as is: each is named, checked and converted here, so an
+ * unknown name (the client's own included) is refused rather than ignored. For a client option
+ * natskit does not have, connect yourself and hand the connection in as `connection`.
+ */
+const CLIENT_NAMES: Readonly<Record<string, string>> = {
+  pass: 'password',
+  timeout: 'connectTimeoutMs',
+  reconnectTimeWait: 'reconnectTimeWaitMs',
+  reconnectJitter: 'reconnectJitterMs',
+  reconnectJitterTLS: 'reconnectJitterMs',
+  pingInterval: 'pingIntervalMs',
+  waitOnFirstConnect: 'waitForFirstConnect',
+  authenticator: 'nkeySeed, nkeySeedFile or credsFile',
+  port: 'servers',
+};
+
+const AUTH_FIELDS = ['token', 'user', 'password', 'nkeySeed', 'nkeySeedFile', 'credsFile'] as const;
+
+/** Connection options with the defaults applied. */
+export type ResolvedConnectionOptions = ConnectionOptions & typeof CONNECTION_DEFAULTS;
+
+/**
+ * Removes `user:password@` (or `token@`) from a URL (`host:port` forms too), or from every URL
+ * in a text such as a client's error message, for messages and logs.
+ */
 export function redactUrl(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, '//[redacted]@');
+  // Greedy up to the last '@' of a word: a password may hold a raw '@' or '/'; redacting a host
+  // too is the safe mistake.
+  const schemed = url.replace(/([a-z][a-z0-9+.-]*:\/\/)\S*@/gi, '$1[redacted]@');
+  return schemed.includes('://') ? schemed : schemed.replace(/^\S*@/, '[redacted]@');
 }
 
 function invalid(field: string, why: string): NatskitError {
@@ -110,7 +182,36 @@ function invalid(field: string, why: string): NatskitError {
 export function resolveConnectionOptions(
   options: ConnectionOptions,
 ): ConnectionOptions & typeof CONNECTION_DEFAULTS {
-  if (typeof options !== 'object' || options === null) throw invalid('', 'must be an object');
+  if (typeof options !== 'object' || options === null || Array.isArray(options))
+    throw invalid('', `must be an object, got ${describeValue(options)}`);
+  checkKnownKeys('nats', options, CONNECTION_KEYS, CLIENT_NAMES);
+  checkOptionsObject('nats.tls', options.tls, TLS_KEYS);
+  for (const f of ['name', 'nkeySeedFile', 'credsFile'] as const) {
+    const v = options[f];
+    if (v !== undefined && (typeof v !== 'string' || v === ''))
+      throw invalid(f, `must be a non-empty string, got ${describeValue(v)}`);
+  }
+  for (const f of ['caFile', 'certFile', 'keyFile'] as const) {
+    const v = options.tls?.[f];
+    if (v !== undefined && (typeof v !== 'string' || v === ''))
+      throw invalid(`tls.${f}`, `must be a file path, got ${describeValue(v)}`);
+  }
+  for (const f of ['token', 'user', 'password', 'nkeySeed'] as const) {
+    const v = options[f];
+    // A secret's type only: its value must not reach a message.
+    if (v !== undefined && (typeof v !== 'string' || v === ''))
+      throw invalid(f, `must be a non-empty string, got ${describeType(v)}`);
+  }
+  for (const f of ['reconnect', 'waitForFirstConnect'] as const) {
+    const v = options[f];
+    if (v !== undefined && typeof v !== 'boolean')
+      throw invalid(f, `must be a boolean, got ${describeValue(v)}`);
+  }
+  if (options.tls?.handshakeFirst !== undefined && typeof options.tls.handshakeFirst !== 'boolean')
+    throw invalid(
+      'tls.handshakeFirst',
+      `must be a boolean, got ${describeValue(options.tls.handshakeFirst)}`,
+    );
   const servers =
     typeof options.servers === 'string' ? options.servers.split(',') : options.servers;
   if (
@@ -119,7 +220,12 @@ export function resolveConnectionOptions(
       servers.length === 0 ||
       servers.some((s) => typeof s !== 'string' || !s.trim()))
   ) {
-    throw invalid('servers', 'must be a non-empty list of URLs');
+    // Redacted: a URL may carry a password.
+    const given =
+      typeof options.servers === 'string'
+        ? options.servers.split(',').map(redactUrl).join(',')
+        : options.servers;
+    throw invalid('servers', `must be a non-empty list of URLs, got ${describeValue(given)}`);
   }
   for (const f of [
     'reconnectGraceMs',
@@ -131,14 +237,21 @@ export function resolveConnectionOptions(
   ] as const) {
     checkMs(`nats.${f}`, options[f]);
   }
-  if (options.reconnectJitterMs !== undefined && !(options.reconnectJitterMs >= 0)) {
-    throw invalid('reconnectJitterMs', 'must be >= 0');
+  const jitter: unknown = options.reconnectJitterMs;
+  if (
+    jitter !== undefined &&
+    !(typeof jitter === 'number' && jitter >= 0 && Number.isFinite(jitter))
+  ) {
+    throw invalid('reconnectJitterMs', `must be a number >= 0, got ${describeValue(jitter)}`);
   }
   if (
     options.maxReconnectAttempts !== undefined &&
     !Number.isInteger(options.maxReconnectAttempts)
   ) {
-    throw invalid('maxReconnectAttempts', 'must be an integer (-1 for unlimited)');
+    throw invalid(
+      'maxReconnectAttempts',
+      `must be an integer (-1 for unlimited), got ${describeValue(options.maxReconnectAttempts)}`,
+    );
   }
   if ((options.user === undefined) !== (options.password === undefined)) {
     throw invalid(
@@ -154,11 +267,24 @@ export function resolveConnectionOptions(
   ].filter((a) => a !== undefined);
   if (auths.length > 1)
     throw invalid('token', 'only one of token, user/password, nkey and creds may be given');
+  const fromUrls = splitUrlCredentials(
+    (servers ?? CONNECTION_DEFAULTS.servers).map((s) => s.trim()),
+  );
+  if (fromUrls.credentials) {
+    const explicit = AUTH_FIELDS.find((f) => options[f] !== undefined);
+    // No precedence to learn: credentials are given in one place.
+    if (explicit)
+      throw invalid(
+        explicit,
+        'is given, and nats.servers carries credentials (user:password@ or token@) too: give them once',
+      );
+  }
   return {
     ...CONNECTION_DEFAULTS,
     ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
-    servers: (servers ?? CONNECTION_DEFAULTS.servers).map((s) => s.trim()),
-  } as ConnectionOptions & typeof CONNECTION_DEFAULTS;
+    ...fromUrls.credentials,
+    servers: fromUrls.servers,
+  } as ResolvedConnectionOptions;
 }
 
 /** Builds the client's options; reads key files here so that a missing file fails clearly. */

@@ -7,13 +7,14 @@ import {
   RequestError,
   TimeoutError,
 } from '@nats-io/transport-node';
+import { checkOptionsObject, knownKeys } from '../config/validate.js';
 import type { ConnectionService } from '../connection/connection-service.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { isConnectionClosed } from '../jetstream/api-errors.js';
 import { msgHeaders } from '../jetstream/headers.js';
 import { assertJsonSafe } from '../kv/codec.js';
 import { countingRetries, type Metrics } from '../metrics/metrics.js';
-import { type RetryOptions, withRetry } from '../retry/retry.js';
+import { checkRetryOptions, type RetryOptions, withRetry } from '../retry/retry.js';
 import { type StandardSchemaV1, validate } from '../schema/standard-schema.js';
 import { SERVICE_ERROR, SERVICE_ERROR_CODE } from './protocol.js';
 
@@ -39,6 +40,14 @@ export interface EndpointCallOptions {
   readonly timeoutMs?: number;
   readonly headers?: Readonly<Record<string, string>>;
 }
+
+const CLIENT_KEYS = knownKeys<EndpointClientOptions<unknown>>({
+  timeoutMs: true,
+  retry: true,
+  schema: true,
+  metrics: true,
+});
+const CALL_KEYS = knownKeys<EndpointCallOptions>({ signal: true, timeoutMs: true, headers: true });
 
 /** Calls one endpoint: JSON in, JSON out, service errors as `REQUEST_FAILED`. */
 export interface EndpointClient<Req, Res> {
@@ -80,6 +89,8 @@ export function endpointClient<Req = unknown, Res = unknown>(
       { details: { field: 'subject' } },
     );
   }
+  checkOptionsObject('endpointClient options ', options, CLIENT_KEYS);
+  checkRetryOptions('endpointClient options retry', options.retry);
   const nc = () => ('nc' in connection ? connection.nc : connection);
   const defaultTimeout =
     options.timeoutMs ?? ('requestTimeoutMs' in connection ? connection.requestTimeoutMs : 5_000);
@@ -116,6 +127,7 @@ export function endpointClient<Req = unknown, Res = unknown>(
   return {
     subject,
     async request(data, call = {}) {
+      checkOptionsObject('request options ', call, CALL_KEYS);
       // Checked before anything is sent: a typed error naming the header, not the client's.
       const h = msgHeaders(call.headers);
       if (data !== undefined) assertJsonSafe(data);

@@ -4,7 +4,7 @@ import { createToken, type ServiceRegistration, type ServiceToken } from '../lif
 import { LOGGER } from '../lifecycle/tokens.js';
 import { METRICS } from '../metrics/metrics.js';
 import { EndpointGroup } from './endpoint-group.js';
-import { checkIdentity, checkQueue } from './protocol.js';
+import { checkIdentity, checkQueue, checkServiceKeys } from './protocol.js';
 import type { EndpointDefinition, EndpointGroupHandle, EndpointServiceOptions } from './types.js';
 
 /** A registration for `services`, with the token of the running endpoints. */
@@ -32,6 +32,7 @@ export type EndpointsRegistration = ServiceRegistration<EndpointGroupHandle> & {
 export function endpoints<const I extends readonly ServiceToken[] = readonly []>(
   options: EndpointServiceOptions<I>,
 ): EndpointsRegistration {
+  checkServiceKeys(options);
   checkIdentity(options?.name, options?.version);
   checkQueue('endpoints queue', options.queue);
   if (typeof options.endpoints !== 'function') {

@@ -1,6 +1,12 @@
 import { type Msg, headers as natsHeaders } from '@nats-io/transport-node';
+import {
+  checkKnownKeys,
+  checkOptionsObject,
+  describeValue,
+  knownKeys,
+} from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
-import type { EndpointStats } from './types.js';
+import type { EndpointDefinition, EndpointServiceOptions, EndpointStats } from './types.js';
 
 /**
  * The NATS service protocol (ADR-32, "micro" v1), as @nats-io/services and the `nats` CLI speak
@@ -17,6 +23,32 @@ export const VERBS: readonly Verb[] = ['PING', 'INFO', 'STATS'];
 /** `$SRV.<verb>`, `$SRV.<verb>.<name>` and `$SRV.<verb>.<name>.<id>`: the three an instance answers. */
 export function controlSubjects(verb: Verb, name: string, id: string): string[] {
   return [`$SRV.${verb}`, `$SRV.${verb}.${name}`, `$SRV.${verb}.${name}.${id}`];
+}
+
+const SERVICE_KEYS = knownKeys<EndpointServiceOptions<readonly []>>({
+  name: true,
+  version: true,
+  description: true,
+  metadata: true,
+  queue: true,
+  inject: true,
+  endpoints: true,
+  drainTimeoutMs: true,
+  token: true,
+});
+const ENDPOINT_KEYS = knownKeys<EndpointDefinition>({
+  subject: true,
+  schema: true,
+  handler: true,
+  concurrency: true,
+  maxPending: true,
+  queue: true,
+  metadata: true,
+});
+
+/** Throws `INVALID_OPTIONS` when the options of `endpoints()` have an unknown field. */
+export function checkServiceKeys(options: unknown): void {
+  checkOptionsObject('endpoints options ', options, SERVICE_KEYS);
 }
 
 const NAME = /^[-\w]+$/;
@@ -60,7 +92,7 @@ function checkSubject(field: string, subject: unknown): void {
 /** A queue group name: one or more visible characters, no space. */
 export function checkQueue(field: string, queue: unknown): void {
   if (queue !== undefined && (typeof queue !== 'string' || !/^\S+$/.test(queue)))
-    throw invalid(field, `must be a queue group name without spaces, got ${JSON.stringify(queue)}`);
+    throw invalid(field, `must be a queue group name without spaces, got ${describeValue(queue)}`);
 }
 
 /**
@@ -75,6 +107,7 @@ export function checkEndpoints(defs: unknown): void {
       throw invalid(`endpoint ${JSON.stringify(name)}`, 'name: use letters, digits, - and _');
     if (typeof def !== 'object' || def === null)
       throw invalid(`endpoint ${name}`, 'must be an endpoint({ handler, ... })');
+    checkKnownKeys(`endpoint ${name} `, def, ENDPOINT_KEYS);
     const d = def as { handler?: unknown; subject?: unknown; queue?: unknown };
     if (typeof d.handler !== 'function')
       throw invalid(`endpoint ${name}`, 'needs a handler function');

@@ -21,8 +21,9 @@ export const ErrorCode = {
   /** Disposing a scope's services failed; `errors` holds each failure. */
   SCOPE_DISPOSE_FAILED: 'SCOPE_DISPOSE_FAILED',
   /**
-   * A class's constructor parameter has no `@inject(TOKEN)` (natskit does not use
-   * `emitDecoratorMetadata`); the message names the service and the parameter indexes.
+   * A class's constructor parameter gets no token: no `inject: [...]` entry, or no `@inject(TOKEN)`
+   * (natskit does not use `emitDecoratorMetadata`); the message names the service, the parameter
+   * indexes and the fix in the form the registration used (`details.form`).
    */
   INJECTION_MISSING: 'INJECTION_MISSING',
   /** Creating an instance through the container failed (its constructor or factory threw). */
@@ -147,6 +148,27 @@ export class NatskitError extends Error {
       return false;
     }
   }
+}
+
+/**
+ * A natskit error that takes the place of `inner` (another natskit error) and says more: its
+ * `message` already contains inner's. It keeps inner's `cause` (not inner itself) and the stack
+ * where inner was thrown, so nothing is said twice where the messages of a cause chain are joined
+ * (pino's `err` serializer does, `util.inspect` prints each).
+ */
+export function supersede(
+  inner: NatskitError,
+  code: ErrorCode,
+  message: string,
+  options: Omit<NatskitErrorOptions, 'cause'> = {},
+): NatskitError {
+  const err = new NatskitError(code, message, {
+    ...options,
+    ...(inner.cause === undefined ? {} : { cause: inner.cause }),
+  });
+  const frames = typeof inner.stack === 'string' ? inner.stack.indexOf('\n    at ') : -1;
+  if (frames >= 0) err.stack = `${err.name}: ${message}${(inner.stack as string).slice(frames)}`;
+  return err;
 }
 
 /**

@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { checkOptionsObject, knownKeys } from '../config/validate.js';
 import { describeThrown } from '../errors/thrown.js';
 import type { HealthCheckResult, HealthStatus } from './types.js';
 
@@ -46,6 +47,8 @@ export function worst(statuses: Iterable<HealthStatus>): HealthStatus {
   return out;
 }
 
+const CHECK_KEYS = knownKeys<HealthCheckOptions>({ timeoutMs: true, cacheMs: true, kind: true });
+
 /**
  * The health checks of an app. The built-in services contribute theirs; add your own with
  * {@link HealthRegistry.register}. Each check has a timeout and a short cache.
@@ -55,6 +58,7 @@ export class HealthRegistry {
 
   /** Adds (or replaces) a check; returns the function that removes it. */
   register(name: string, fn: HealthCheckFn, options: HealthCheckOptions = {}): () => void {
+    checkOptionsObject(`health check ${name} options `, options, CHECK_KEYS);
     this.#checks.set(name, {
       fn,
       timeoutMs: options.timeoutMs ?? 2_000,

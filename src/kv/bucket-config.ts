@@ -6,7 +6,7 @@ import {
   type StreamConfig,
 } from '@nats-io/jetstream';
 import { millis, nanos } from '@nats-io/transport-node';
-import { checkMs } from '../config/validate.js';
+import { checkKnownKeys, checkMs, describeValue, knownKeys } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import {
   type BucketMirror,
@@ -58,20 +58,21 @@ export interface BucketPlacement {
   readonly tags?: readonly string[];
 }
 
-const FIELDS: ReadonlySet<string> = new Set([
-  'history',
-  'ttlMs',
-  'maxValueSize',
-  'maxBytes',
-  'replicas',
-  'storage',
-  'perKeyTtl',
-  'markerTtlMs',
-  'placement',
-  'mirror',
-  'sources',
-  'description',
-]);
+const FIELDS = knownKeys<BucketConfig>({
+  history: true,
+  ttlMs: true,
+  maxValueSize: true,
+  maxBytes: true,
+  replicas: true,
+  storage: true,
+  perKeyTtl: true,
+  markerTtlMs: true,
+  placement: true,
+  mirror: true,
+  sources: true,
+  description: true,
+});
+const PLACEMENT_FIELDS = knownKeys<BucketPlacement>({ cluster: true, tags: true });
 
 /** What natskit does when a provisioned bucket exists with another config. */
 export type DriftPolicy = 'error' | 'warn' | 'update';
@@ -89,13 +90,12 @@ export interface BucketDifference {
 export function checkBucketConfig(config: BucketConfig): void {
   const bad = (field: string, why: string) =>
     new NatskitError('INVALID_OPTIONS', `bucket config ${field} ${why}`, { details: { field } });
-  if (typeof config !== 'object' || config === null) throw bad('', 'must be an object');
-  for (const field of Object.keys(config)) {
-    if (!FIELDS.has(field)) {
-      throw bad(field, `is not a bucket config field (known: ${[...FIELDS].join(', ')})`);
-    }
-  }
+  if (typeof config !== 'object' || config === null || Array.isArray(config))
+    throw bad('', `must be an object, got ${describeValue(config)}`);
+  checkKnownKeys('bucket config ', config, FIELDS);
   const p = config.placement;
+  if (typeof p === 'object' && p !== null)
+    checkKnownKeys('bucket config placement', p, PLACEMENT_FIELDS);
   if (
     p !== undefined &&
     (typeof p !== 'object' ||
@@ -112,7 +112,7 @@ export function checkBucketConfig(config: BucketConfig): void {
     config.history !== undefined &&
     !(Number.isInteger(config.history) && config.history >= 1 && config.history <= 64)
   ) {
-    throw bad('history', 'must be an integer from 1 to 64');
+    throw bad('history', `must be an integer from 1 to 64, got ${describeValue(config.history)}`);
   }
   if (config.ttlMs !== undefined && config.ttlMs !== 0) checkMs('ttlMs', config.ttlMs);
   if (config.markerTtlMs !== undefined && config.markerTtlMs !== 0)
@@ -120,16 +120,16 @@ export function checkBucketConfig(config: BucketConfig): void {
   for (const f of ['maxValueSize', 'maxBytes'] as const) {
     const v = config[f];
     if (v !== undefined && !(Number.isInteger(v) && (v === -1 || v > 0)))
-      throw bad(f, 'must be -1 or a positive integer');
+      throw bad(f, `must be -1 or a positive integer, got ${describeValue(v)}`);
   }
   if (
     config.replicas !== undefined &&
     !(Number.isInteger(config.replicas) && config.replicas >= 1 && config.replicas <= 5)
   ) {
-    throw bad('replicas', 'must be an integer from 1 to 5');
+    throw bad('replicas', `must be an integer from 1 to 5, got ${describeValue(config.replicas)}`);
   }
   if (config.storage !== undefined && config.storage !== 'file' && config.storage !== 'memory') {
-    throw bad('storage', "must be 'file' or 'memory'");
+    throw bad('storage', `must be 'file' or 'memory', got ${describeValue(config.storage)}`);
   }
 }
 

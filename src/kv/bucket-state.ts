@@ -6,6 +6,7 @@ import type {
 } from '@nats-io/jetstream';
 import { type NatsConnection, nuid } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
+import { describeValue } from '../config/validate.js';
 import type { Capabilities, Feature } from '../connection/capabilities.js';
 import { requireFeature } from '../connection/capabilities.js';
 import { NatskitError } from '../errors/natskit-error.js';
@@ -347,7 +348,7 @@ export class BucketState {
       if (!Number.isInteger(o.revision) || o.revision < 0) {
         throw new NatskitError(
           'INVALID_OPTIONS',
-          `revision must be an integer >= 0, got ${o.revision}`,
+          `revision must be an integer >= 0, got ${describeValue(o.revision)}`,
           { details: { field: 'revision' } },
         );
       }

@@ -1,4 +1,5 @@
 import type { StoredMsg } from '@nats-io/jetstream';
+import { describeValue } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { describeThrown } from '../errors/thrown.js';
 import type { HeaderList } from '../jetstream/headers.js';
@@ -18,6 +19,7 @@ import {
   validateKey,
   validateStoredKey,
 } from './names.js';
+import { checkCallOptions } from './options.js';
 import { type TxBackend, txBackend } from './transaction/backend.js';
 import { runTransaction } from './transaction/transaction.js';
 import type {
@@ -115,6 +117,7 @@ export class KvBucketImpl<T> implements KvBucket<T> {
 
   async #read(key: string, options?: KvCallOptions): Promise<StoredMsg | null> {
     validateStoredKey(key, this.name);
+    checkCallOptions('read', options);
     const m = await this.state.readLast(key, options);
     return !m || isAbsent(m.header) ? null : m;
   }
@@ -138,6 +141,7 @@ export class KvBucketImpl<T> implements KvBucket<T> {
 
   async watch(keyOrFilter = '>', options: KvWatchOptions<T> = {}): Promise<KvWatcher<T>> {
     validateFilter(keyOrFilter, this.name);
+    checkCallOptions('watch', options);
     const { ctx } = this.state;
     this.state.assertOpen('watch');
     try {
@@ -162,6 +166,7 @@ export class KvBucketImpl<T> implements KvBucket<T> {
   // ---- writes ----
 
   async #put(key: string, value: T, options: KvPutOptions = {}): Promise<number> {
+    checkCallOptions('put', options);
     const headers = checkUserHeaders(options.headers);
     const data = await this.encode(key, value);
     const ttl = ttlOf(options.ttlMs);
@@ -174,6 +179,7 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     value: T,
     options: Omit<KvPutOptions, 'revision'> = {},
   ): Promise<number> {
+    checkCallOptions('create', options);
     try {
       return await this.#put(key, value, { ...options, revision: 0 });
     } catch (err) {
@@ -192,16 +198,20 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     revision: number,
     options: Omit<KvPutOptions, 'revision'> = {},
   ): Promise<number> {
+    checkCallOptions('update', options);
     if (!Number.isInteger(revision) || revision < 1) {
-      throw new NatskitError('INVALID_OPTIONS', `update needs a revision >= 1, got ${revision}`, {
-        details: { field: 'revision' },
-      });
+      throw new NatskitError(
+        'INVALID_OPTIONS',
+        `update needs a revision >= 1, got ${describeValue(revision)}`,
+        { details: { field: 'revision' } },
+      );
     }
     return await this.#put(key, value, { ...options, revision });
   }
 
   async #delete(key: string, options: KvDeleteOptions = {}): Promise<boolean> {
     validateStoredKey(key, this.name);
+    checkCallOptions('delete', options);
     for (let attempt = 1; ; attempt++) {
       const m = await this.state.readLast(key, options);
       const current = m?.seq ?? 0;
@@ -241,6 +251,7 @@ export class KvBucketImpl<T> implements KvBucket<T> {
 
   async #purge(key: string, options: KvDeleteOptions = {}): Promise<void> {
     validateStoredKey(key, this.name);
+    checkCallOptions('delete', options);
     const h: HeaderList = [
       [OPERATION, 'PURGE'],
       ['Nats-Rollup', 'sub'],
@@ -303,13 +314,19 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     return this.#timed('purge', () => this.#purge(key, options));
   }
   bulkGet(keys: readonly string[], options?: KvCallOptions): Promise<(T | null)[]> {
-    return this.#timed('bulk_get', () => bulkGet(this, keys, options));
+    return this.#bulk('bulk_get', options, () => bulkGet(this, keys, options));
   }
   bulkPut(entries: readonly BulkPutEntry<T>[], options?: KvCallOptions): Promise<BulkResult[]> {
-    return this.#timed('bulk_put', () => bulkPut(this, entries, options));
+    return this.#bulk('bulk_put', options, () => bulkPut(this, entries, options));
   }
   bulkDelete(keys: readonly string[], options?: KvCallOptions): Promise<BulkResult[]> {
-    return this.#timed('bulk_delete', () => bulkDelete(this.state, keys, options));
+    return this.#bulk('bulk_delete', options, () => bulkDelete(this.state, keys, options));
+  }
+  #bulk<R>(op: string, options: KvCallOptions | undefined, run: () => Promise<R>): Promise<R> {
+    return this.#timed(op, async () => {
+      checkCallOptions('bulk', options);
+      return await run();
+    });
   }
 
   // ---- transactions ----
@@ -340,6 +357,7 @@ export class KvBucketImpl<T> implements KvBucket<T> {
     options?: TxOptions,
   ): Promise<TxResult<R>> {
     this.state.assertOpen('transaction');
+    checkCallOptions('transaction', options);
     const m = this.state.metrics;
     if (!m) return await runTransaction(this.#backend(), fn, options);
     try {

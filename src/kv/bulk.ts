@@ -1,4 +1,5 @@
 import type { StoredMsg } from '@nats-io/jetstream';
+import { describeValue } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { describeThrown } from '../errors/thrown.js';
 import {
@@ -9,6 +10,7 @@ import {
 import type { BucketState, TypedBucket } from './bucket-state.js';
 import { isAbsent, OPERATION } from './headers.js';
 import { keyOf, subjectOf, validateStoredKey } from './names.js';
+import { checkBulkEntry } from './options.js';
 import type { BulkPutEntry, BulkResult, KvCallOptions } from './types.js';
 
 /** Requests in flight at once where a bulk call falls back to one request per key. */
@@ -40,7 +42,7 @@ export function ttlOf(ttlMs: number | undefined): string | undefined {
   if (!Number.isInteger(ttlMs) || ttlMs < 1_000) {
     throw new NatskitError(
       'INVALID_OPTIONS',
-      `ttlMs must be an integer of at least 1000, got ${ttlMs}`,
+      `ttlMs must be an integer of at least 1000, got ${describeValue(ttlMs)}`,
       { details: { field: 'ttlMs' } },
     );
   }
@@ -114,6 +116,7 @@ export async function bulkPut<T>(
   const valid: Valid[] = [];
   for (const [i, e] of entries.entries()) {
     try {
+      checkBulkEntry(i, e);
       const data = await b.encode(e.key, e.value);
       valid.push({ i, key: e.key, data, ttl: ttlOf(e.ttlMs) });
     } catch (err) {

@@ -1,3 +1,4 @@
+import { describeType } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 
 export type { StandardSchemaResult, StandardSchemaV1 } from '../schema/standard-schema.js';
@@ -62,7 +63,7 @@ export function stringCodec(): Codec<string> {
       if (typeof value !== 'string') {
         throw new NatskitError(
           'INVALID_VALUE',
-          `the string codec needs a string, got ${typeof value}`,
+          `the string codec needs a string, got ${describeType(value)}`,
         );
       }
       return encoder.encode(value);

@@ -7,13 +7,20 @@ import type { HealthCheckResult, Service, Token } from '../lifecycle/service.js'
 import { createToken } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
 import { countingRetries, METRICS, type Metrics, NO_METRICS } from '../metrics/metrics.js';
-import type { RetryCounter, RetryOptions } from '../retry/retry.js';
+import type { RetryCounter } from '../retry/retry.js';
 import { StreamService } from '../stream/stream-service.js';
 import { KvBucketImpl } from './bucket.js';
 import type { BucketConfig, DriftPolicy } from './bucket-config.js';
 import { BucketState, type KvContext } from './bucket-state.js';
-import { type Codec, resolveCodec, type StandardSchemaV1 } from './codec.js';
+import { resolveCodec } from './codec.js';
 import { streamOf, validateBucket } from './names.js';
+import {
+  type BucketOptions,
+  checkBucketOptions,
+  checkKvStoreOptions,
+  type KVStoreOptions,
+  sameProvision,
+} from './options.js';
 import { bindBucket, provisionBucket } from './provision.js';
 import type {
   BulkPutEntry,
@@ -38,50 +45,10 @@ import type {
 // biome-ignore lint/suspicious/noExplicitAny: an untyped bucket's values, the way JSON.parse types them
 export type UntypedValue = any;
 
-/** Options of a bucket handle. */
-export interface BucketOptions<T> {
-  /** @defaultValue 'json' */
-  readonly codec?: Codec<T> | 'json' | 'string' | 'bytes';
-  /** Validates every value written and read (zod, valibot, arktype...). */
-  readonly schema?: StandardSchemaV1<unknown, T>;
-  /**
-   * Create the bucket with this config when it does not exist. Without it, `bucket()` only binds
-   * an existing bucket and fails with `KV_BUCKET_NOT_FOUND` when there is none.
-   */
-  readonly provision?: BucketConfig;
-  /** When a provisioned bucket exists with another config. @defaultValue the service's `drift` */
-  readonly drift?: DriftPolicy;
-}
-
-/** Options of the KVStoreService (`options.kv` of the ServiceManager). */
-export interface KVStoreOptions {
-  /** Retries of transient errors. @defaultValue RETRY_DEFAULTS */
-  readonly retry?: RetryOptions;
-  /**
-   * `'error'`: fail with `KV_BUCKET_DRIFT`; `'warn'`: log and use the bucket as it is; `'update'`:
-   * apply what a stream update can (never storage). @defaultValue 'error'
-   */
-  readonly drift?: DriftPolicy;
-  /** Bucket of the state calls (`setState`...), provisioned on first use. @defaultValue 'natskit_state' */
-  readonly stateBucket?: string;
-  /**
-   * Config of the state bucket when natskit creates it. History 5 so that a watcher sees every
-   * transition: with history 1 a value replaced at once can be gone before it is delivered.
-   * @defaultValue { history: 5 }
-   */
-  readonly stateBucketConfig?: BucketConfig;
-}
+export type { BucketOptions, KVStoreOptions } from './options.js';
 
 /** Token of the KV options, bound by the ServiceManager. */
 export const KV_OPTIONS: Token<KVStoreOptions> = createToken<KVStoreOptions>('KVStoreOptions');
-
-/** Whether two opens ask for the same provisioning (then the second reuses the first). */
-function sameProvision(a: BucketOptions<unknown>, b: BucketOptions<unknown>): boolean {
-  return (
-    a.drift === b.drift &&
-    JSON.stringify(a.provision ?? null) === JSON.stringify(b.provision ?? null)
-  );
-}
 
 /** One bucket in the cache: its shared state, and one handle per codec and schema. */
 interface CacheEntry {
@@ -120,6 +87,7 @@ export class KVStoreService implements Service {
     this.#connection = connection;
     this.#streams = streams;
     this.#log = logger.child({ service: 'kv' });
+    checkKvStoreOptions(options); // natsModule(nats, kv) used without the ServiceManager
     this.#options = options ?? {};
     this.#measure = metrics;
     this.metrics = countingRetries(metrics, 'kv');
@@ -169,6 +137,7 @@ export class KVStoreService implements Service {
   bucket<T = unknown>(name: string, options?: BucketOptions<T>): Promise<KvBucket<T>>;
   async bucket<T = unknown>(name: string, options: BucketOptions<T> = {}): Promise<KvBucket<T>> {
     validateBucket(name);
+    checkBucketOptions(name, options);
     this.#assertOpen('bucket');
     const asked = options as BucketOptions<unknown>;
     const codecKey = options.codec ?? 'json';

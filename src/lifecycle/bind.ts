@@ -1,5 +1,40 @@
+import type { ResolutionContext } from '@inversifyjs/core';
 import type { Container } from 'inversify';
-import type { ScopedRegistration, ServiceRegistration } from './service.js';
+import { NatskitError } from '../errors/natskit-error.js';
+import { type ScopedRegistration, type ServiceRegistration, tokenName } from './service.js';
+
+/**
+ * The factory's context, whose `get` of a token nobody registered fails with
+ * `DEPENDENCY_MISSING` naming the factory form (a factory's dependencies are only known when it
+ * runs), instead of the container's "No bindings found".
+ */
+function factoryContext(
+  container: Container,
+  owner: unknown,
+  ctx: ResolutionContext,
+): ResolutionContext {
+  const check = (token: unknown, options: unknown) => {
+    const optional = (options as { optional?: unknown } | undefined)?.optional === true;
+    if (!optional && !container.isBound(token as symbol)) {
+      throw new NatskitError(
+        'DEPENDENCY_MISSING',
+        `${tokenName(owner)} depends on ${tokenName(token)} (ctx.get in its useFactory), which is not registered`,
+        { service: tokenName(owner), details: { missing: tokenName(token), form: 'useFactory' } },
+      );
+    }
+  };
+  return new Proxy(ctx, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target) as unknown;
+      if (typeof value !== 'function') return value;
+      if (prop !== 'get' && prop !== 'getAsync') return value.bind(target);
+      return (token: unknown, options?: unknown) => {
+        check(token, options);
+        return (value as (t: unknown, o?: unknown) => unknown).call(target, token, options);
+      };
+    },
+  });
+}
 
 /**
  * Binds a registration in a container: a class or a factory as a singleton of that container
@@ -28,7 +63,7 @@ export function bindRegistration(
   } else if ('useFactory' in r && r.useFactory !== undefined) {
     const factory = r.useFactory;
     bind
-      .toDynamicValue((ctx) => factory(ctx))
+      .toDynamicValue((ctx) => factory(factoryContext(container, r.token, ctx)))
       .inSingletonScope()
       .onActivation(track);
   } else {

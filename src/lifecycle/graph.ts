@@ -23,18 +23,41 @@ function unwrap(id: unknown): unknown {
 /** Where inversify keeps a class's metadata (pinned to the inversify version natskit uses). */
 const CLASS_METADATA_KEY = '@inversifyjs/core/classMetadataReflectKey';
 
-/** Constructor parameter indexes of `cls` that have no injection decorator. */
-function undecorated(cls: Newable): number[] {
+/** Constructor parameter indexes of `cls` that have no injection decorator, and how many do. */
+function undecorated(cls: Newable): { missing: number[]; decorated: number } {
   const read = (Reflect as { getOwnMetadata?: (key: string, target: object) => unknown })
     .getOwnMetadata;
   const args =
     (read?.(CLASS_METADATA_KEY, cls) as { constructorArguments?: unknown[] } | undefined)
       ?.constructorArguments ?? [];
   const missing: number[] = [];
-  for (let i = 0; i < Math.max(cls.length, args.length); i++) {
+  const total = Math.max(cls.length, args.length);
+  for (let i = 0; i < total; i++) {
     if (args[i] === undefined) missing.push(i);
   }
-  return missing;
+  return { missing, decorated: total - missing.length };
+}
+
+/**
+ * How to fix a class registration that says nothing of some constructor parameters, worded for
+ * the form the user wrote: no decorators at all points to `inject: [...]` (the form the README
+ * leads with) first; a class with decorators on some parameters, to the decorators.
+ */
+function injectionAdvice(cls: Newable, missing: readonly number[], decorated: number): string {
+  const className = cls.name || 'the class';
+  const at = `parameter${missing.length === 1 ? '' : 's'} at index ${missing.join(', ')}`;
+  if (decorated === 0) {
+    return (
+      `the constructor of ${className} takes ${cls.length || missing.length} parameter${missing.length === 1 ? '' : 's'} and the registration does not say what to pass: ` +
+      `list one token per parameter, in order, with inject: [TOKEN, ...] in the registration (no decorators needed), ` +
+      `or put @inject(TOKEN) on each parameter (experimentalDecorators; natskit does not use emitDecoratorMetadata)`
+    );
+  }
+  return (
+    `constructor ${at} of ${className} ha${missing.length === 1 ? 's' : 've'} no @inject(TOKEN), while its other parameters have one: ` +
+    'give each @inject(TOKEN), or @unmanaged() for one the container must not fill ' +
+    '(natskit does not use emitDecoratorMetadata); or drop the decorators and list the tokens in inject: [...]'
+  );
 }
 
 /** The class's injection metadata; `INJECTION_MISSING` naming the parameters when incomplete. */
@@ -42,14 +65,16 @@ function classMetadata(cls: Newable, token: unknown): ReturnType<typeof getClass
   try {
     return getClassMetadata(cls);
   } catch (err) {
-    const missing = undecorated(cls);
+    const { missing, decorated } = undecorated(cls);
     const name = tokenName(token);
     throw new NatskitError(
       'INJECTION_MISSING',
-      `${name}: constructor parameter${missing.length === 1 ? '' : 's'} at index ${missing.join(', ')} of ${cls.name || 'the class'} ha${missing.length === 1 ? 's' : 've'} no @inject(TOKEN). ` +
-        'natskit does not use emitDecoratorMetadata: give every constructor parameter @inject(TOKEN) ' +
-        '(experimentalDecorators on), or @unmanaged() for one the container must not fill',
-      { cause: err, service: name, details: { parameters: missing } },
+      `${name}: ${injectionAdvice(cls, missing, decorated)}`,
+      {
+        cause: err,
+        service: name,
+        details: { parameters: missing, form: decorated === 0 ? 'none' : '@inject' },
+      },
     );
   }
 }
@@ -74,27 +99,36 @@ export function checkInjections(
       const name = tokenName(r.token);
       throw new NatskitError(
         'INJECTION_MISSING',
-        `${name}: inject lists ${r.inject.length} token(s) but the constructor of ${r.useClass.name || 'the class'} takes ${r.useClass.length}; parameter${missing.length === 1 ? '' : 's'} at index ${missing.join(', ')} would be undefined`,
-        { service: name, details: { parameters: missing } },
+        `${name}: inject: [...] lists ${r.inject.length} token(s) but the constructor of ${r.useClass.name || 'the class'} takes ${r.useClass.length}; parameter${missing.length === 1 ? '' : 's'} at index ${missing.join(', ')} would be undefined: add ${missing.length === 1 ? 'its token' : 'their tokens'} to inject`,
+        { service: name, details: { parameters: missing, form: 'inject' } },
       );
     }
   }
 }
 
-/** Tokens a class receives through `@inject` (constructor parameters and properties). */
+/**
+ * Tokens a class receives, through `inject: [...]` or `@inject` (constructor parameters and
+ * properties), each with where it was asked for, in the form the user wrote.
+ */
 function injectedTokens(
   registration: ServiceRegistration,
-): { token: unknown; optional: boolean }[] {
+): { token: unknown; optional: boolean; how: string }[] {
   if (!('useClass' in registration) || typeof registration.useClass !== 'function') return [];
   if (registration.inject !== undefined) {
-    return registration.inject.map((token) => ({ token, optional: false }));
+    return registration.inject.map((token, i) => ({ token, optional: false, how: `inject[${i}]` }));
   }
   const metadata = classMetadata(registration.useClass as Newable, registration.token);
-  const elements = [...metadata.constructorArguments, ...metadata.properties.values()];
-  return elements.flatMap((el) =>
+  const elements = [
+    ...metadata.constructorArguments.map((el) => ({ el, how: '@inject' })),
+    ...[...metadata.properties].map(([key, el]) => ({
+      el,
+      how: `@inject on property ${String(key)}`,
+    })),
+  ];
+  return elements.flatMap(({ el, how }) =>
     el.kind === ClassElementMetadataKind.unmanaged
       ? []
-      : [{ token: unwrap(el.value), optional: el.optional }],
+      : [{ token: unwrap(el.value), optional: el.optional, how }],
   );
 }
 
@@ -120,10 +154,10 @@ export function planLevels(
         throw missing(registration.token, dep, 'dependsOn');
       }
     }
-    for (const { token, optional } of injectedTokens(registration)) {
+    for (const { token, optional, how } of injectedTokens(registration)) {
       if (provided.has(token)) continue;
       if (registrations.some((r) => r.token === token)) deps.add(token as ServiceToken);
-      else if (!optional) throw missing(registration.token, token, '@inject');
+      else if (!optional) throw missing(registration.token, token, how);
     }
     byToken.set(registration.token, {
       registration,

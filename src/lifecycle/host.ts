@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Container } from 'inversify';
 import type { Logger } from 'pino';
-import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js';
+import { NatskitAggregateError, NatskitError, supersede } from '../errors/natskit-error.js';
 import { describeThrown } from '../errors/thrown.js';
 import { HealthRegistry } from '../health/health-registry.js';
 import { ProbeServer, type ProbeSource } from '../health/probe-server.js';
@@ -236,6 +236,8 @@ export class ServiceHost implements AsyncDisposable {
       await Promise.all(
         level.map((node) =>
           startService(node, levelAbort.signal, ctx).catch((err: unknown) => {
+            // Rejecting with the abort's reason only echoes the failure that aborted it.
+            if (levelAbort.signal.aborted && err === levelAbort.signal.reason) return;
             errors.push(err);
             levelAbort.abort(err);
           }),
@@ -261,8 +263,7 @@ export class ServiceHost implements AsyncDisposable {
           'start failed, rolled back',
         );
         throw NatskitError.is(first)
-          ? new NatskitError(first.code, first.message, {
-              cause: first.cause,
+          ? supersede(first, first.code, first.message, {
               ...(first.service === undefined ? {} : { service: first.service }),
               details: { ...first.details, rollbackErrors, concurrentErrors: others },
             })

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Container } from 'inversify';
 import type { Logger } from 'pino';
-import { NatskitError } from '../errors/natskit-error.js';
+import { NatskitError, supersede } from '../errors/natskit-error.js';
 import { describeThrown } from '../errors/thrown.js';
 import { TIMED_OUT, withDeadline } from '../timing/deadline.js';
 import type { GraphNode } from './graph.js';
@@ -27,6 +27,27 @@ export interface StartContext {
 const message = describeThrown;
 
 /**
+ * How long a timed-out start may take to settle once its signal is aborted, so that the reason
+ * it gives (the last connect error, say) becomes the timeout's cause. A start that honours its
+ * signal rejects within milliseconds; one that ignores it only delays the error this long.
+ */
+const ABORT_SETTLE_MS = 200;
+
+/** The error a timed-out start rejected with once aborted, unless it only echoes the abort. */
+async function reasonAfterAbort(pending: Promise<unknown>, aborted: unknown): Promise<unknown> {
+  const settled = await withDeadline(
+    pending.then(
+      () => undefined,
+      (err: unknown) => err ?? undefined,
+    ),
+    ABORT_SETTLE_MS,
+  );
+  if (settled === TIMED_OUT || settled === aborted) return undefined;
+  if (settled instanceof Error && settled.name === 'AbortError') return undefined;
+  return settled;
+}
+
+/**
  * Creates and starts one service within its deadline. Its signal aborts when the deadline passes
  * or `levelSignal` aborts (a sibling failed, the boot was abandoned).
  *
@@ -44,11 +65,14 @@ export async function startService(
   try {
     instance = ctx.container.get(node.registration.token) as Service;
   } catch (err) {
-    throw new NatskitError(
-      'SERVICE_START_FAILED',
-      `${service} could not be created: ${message(err)}`,
-      { cause: err, service },
-    );
+    const what = `${service} could not be created: ${message(err)}`;
+    // A natskit error keeps its code (DEPENDENCY_MISSING from a factory's ctx.get...).
+    if (NatskitError.is(err))
+      throw supersede(err, err.code, what, {
+        service,
+        ...(err.details ? { details: err.details } : {}),
+      });
+    throw new NatskitError('SERVICE_START_FAILED', what, { cause: err, service });
   }
   if (typeof instance?.start !== 'function') {
     ctx.started({ node, instance });
@@ -63,31 +87,42 @@ export async function startService(
   try {
     const outcome = await withDeadline(pending, timeoutMs);
     if (outcome === TIMED_OUT) {
-      const err = new NatskitError(
-        'SERVICE_START_TIMEOUT',
-        `${service} did not start within ${timeoutMs} ms`,
-        { service, details: { timeoutMs } },
-      );
-      ac.abort(err);
+      const what = `${service} did not start within ${timeoutMs} ms`;
+      const aborted = new NatskitError('SERVICE_START_TIMEOUT', what, {
+        service,
+        details: { timeoutMs },
+      });
+      ac.abort(aborted);
       // A start that ignores its signal and finishes late is stopped then, not leaked.
       pending.then(
         () => stopLate(node, instance, ctx.logger),
         () => undefined,
       );
-      throw err;
+      // Why it did not start (no server answered, say) is what the user needs to read.
+      const reason = await reasonAfterAbort(pending, aborted);
+      if (reason === undefined) throw aborted;
+      throw new NatskitError('SERVICE_START_TIMEOUT', `${what}: ${message(reason)}`, {
+        service,
+        cause: NatskitError.is(reason) && reason.cause !== undefined ? reason.cause : reason,
+        details: { timeoutMs, ...(NatskitError.is(reason) ? { reason: reason.code } : {}) },
+      });
     }
     ctx.started({ node, instance });
     ctx.logger.info({ service, ms: Math.round(performance.now() - t0) }, 'service started');
   } catch (err) {
     if (NatskitError.is(err, 'SERVICE_START_TIMEOUT') && err.service === service) throw err;
+    // Aborted because a sibling failed (or the boot was abandoned): not this service's failure,
+    // and not to be reported under its name.
+    if (levelSignal.aborted && err === levelSignal.reason) throw err;
     // A natskit error keeps its code (AUTH_FAILED, CAPABILITY_MISSING...), so callers can
     // branch on it; anything else is SERVICE_START_FAILED. Either way the service is named.
-    const code = NatskitError.is(err) ? err.code : 'SERVICE_START_FAILED';
-    throw new NatskitError(code, `${service} failed to start: ${message(err)}`, {
-      cause: err,
-      service,
-      ...(NatskitError.is(err) && err.details ? { details: err.details } : {}),
-    });
+    const what = `${service} failed to start: ${message(err)}`;
+    if (NatskitError.is(err))
+      throw supersede(err, err.code, what, {
+        service,
+        ...(err.details ? { details: err.details } : {}),
+      });
+    throw new NatskitError('SERVICE_START_FAILED', what, { cause: err, service });
   } finally {
     levelSignal.removeEventListener('abort', onLevelAbort);
   }

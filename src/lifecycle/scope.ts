@@ -1,4 +1,5 @@
 import { Container } from 'inversify';
+import { checkOptionsObject, knownKeys } from '../config/validate.js';
 import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js';
 import { bindRegistration } from './bind.js';
 import { resolve } from './resolve.js';
@@ -15,6 +16,9 @@ export interface ScopeOptions {
   /** Values bound in this scope only; they are the caller's and are not disposed. */
   readonly values?: readonly ScopeValue[];
 }
+
+const SCOPE_KEYS = knownKeys<ScopeOptions>({ values: true });
+const SCOPE_VALUE_KEYS = knownKeys<ScopeValue>({ token: true, useValue: true });
 
 /**
  * A child container for per-job or per-request services. Scoped services are created once per
@@ -49,6 +53,10 @@ export class ServiceScope implements Scope {
     options: ScopeOptions,
     onDisposed: (scope: ServiceScope) => void,
   ) {
+    checkOptionsObject('createScope options ', options, SCOPE_KEYS);
+    (options.values ?? []).forEach((v: unknown, i: number) => {
+      checkOptionsObject(`createScope options values[${i}]`, v, SCOPE_VALUE_KEYS);
+    });
     this.#container = new Container({ parent });
     this.#onDisposed = onDisposed;
     for (const r of scoped) {

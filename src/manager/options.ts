@@ -1,7 +1,10 @@
 import { fromEnv } from '../config/from-env.js';
+import { checkKnownKeys, knownKeys } from '../config/validate.js';
 import { type ConnectionOptions, resolveConnectionOptions } from '../connection/options.js';
 import type { KVStoreOptions } from '../kv/kv-store-service.js';
+import { checkKvStoreOptions } from '../kv/options.js';
 import {
+  HOST_OPTION_KEYS,
   type HostOptions,
   type ResolvedManagerOptions,
   resolveManagerOptions,
@@ -32,9 +35,23 @@ export interface ServiceManagerOptions extends HostOptions {
   readonly env?: boolean;
 }
 
+/** The fields of {@link ServiceManagerOptions}, for the unknown-field check. */
+const MANAGER_OPTION_KEYS = [
+  ...HOST_OPTION_KEYS,
+  ...knownKeys<Omit<ServiceManagerOptions, keyof HostOptions>>({
+    nats: true,
+    kv: true,
+    state: true,
+    env: true,
+  }),
+];
+
 /** Validates the options once (before anything starts) and turns `nats` into the NATS module. */
 export function resolveOptions(options: ServiceManagerOptions): ResolvedManagerOptions {
+  if (typeof options === 'object' && options !== null)
+    checkKnownKeys('options', options, MANAGER_OPTION_KEYS);
   const { nats: explicit, kv, env: useEnv, state: stateOption, ...host } = options ?? {};
+  checkKvStoreOptions(kv);
   const env = useEnv === true ? fromEnv() : {};
   const nats = explicit || env.nats ? { ...env.nats, ...explicit } : undefined;
   if (nats) resolveConnectionOptions(nats); // fails here, before anything starts

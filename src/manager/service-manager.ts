@@ -28,8 +28,10 @@ export class ServiceManager extends ServiceHost {
    * `INJECTION_MISSING` before anything starts; after a failed start, once the services that
    * had started were stopped again: `SERVICE_START_TIMEOUT`, the code of a natskit error the
    * service threw (e.g. `AUTH_FAILED`), or `SERVICE_START_FAILED` for any other error; `service`
-   * names the service, `cause` is what it threw, `details.rollbackErrors` holds any stop that
-   * failed then.
+   * names the service, `cause` is what it threw (for a natskit error, that error's own cause: its
+   * message is already in this one), `details.rollbackErrors` holds any stop that failed then.
+   * A timeout's message and `cause` say why the start had not finished when the service's start
+   * gives a reason once aborted (the connection: the last connect error).
    *
    * Registrations are checked by the compiler: a `useClass` must create its token's type, a
    * `useValue` must be of it, and `inject` must list tokens that fit the constructor.

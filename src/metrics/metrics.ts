@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import { checkKnownKeys, describeValue, knownKeys } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { thrownProperty } from '../errors/thrown.js';
 import { LeanHistogram } from './histogram.js';
@@ -10,6 +11,11 @@ export interface MetricsOptions {
   /** Labels added to every metric (`{ app: 'billing' }`). Keep them few and fixed. */
   readonly defaultLabels?: Readonly<Record<string, string>>;
 }
+
+const METRICS_OPTION_KEYS = knownKeys<MetricsOptions>({
+  processMetrics: true,
+  defaultLabels: true,
+});
 
 /** The label names natskit's own metrics use: a default label cannot take one of them. */
 const OWN_LABELS = [
@@ -32,10 +38,11 @@ export function checkMetricsOptions(options: unknown): void {
       details: { field: `metrics${field}` },
     });
   if (typeof options !== 'object' || options === null)
-    throw bad('', 'must be a boolean or an object');
+    throw bad('', `must be a boolean or an object, got ${describeValue(options)}`);
+  checkKnownKeys('options.metrics', options, METRICS_OPTION_KEYS);
   const { processMetrics, defaultLabels } = options as MetricsOptions;
   if (processMetrics !== undefined && typeof processMetrics !== 'boolean')
-    throw bad('.processMetrics', 'must be a boolean');
+    throw bad('.processMetrics', `must be a boolean, got ${describeValue(processMetrics)}`);
   if (defaultLabels === undefined) return;
   if (typeof defaultLabels !== 'object' || defaultLabels === null)
     throw bad('.defaultLabels', 'must be an object of strings');
@@ -43,7 +50,8 @@ export function checkMetricsOptions(options: unknown): void {
     if (!/^[a-zA-Z_][a-zA-Z0-9_]*$/.test(name) || name.startsWith('__'))
       throw bad(`.defaultLabels.${name}`, 'is not a Prometheus label name');
     if (OWN_LABELS.includes(name)) throw bad(`.defaultLabels.${name}`, 'is a label natskit uses');
-    if (typeof value !== 'string') throw bad(`.defaultLabels.${name}`, 'must be a string');
+    if (typeof value !== 'string')
+      throw bad(`.defaultLabels.${name}`, `must be a string, got ${describeValue(value)}`);
   }
 }
 

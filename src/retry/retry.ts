@@ -8,6 +8,7 @@ import {
   TimeoutError,
 } from '@nats-io/transport-node';
 import pRetry from 'p-retry';
+import { checkOptionsObject, knownKeys } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { describeThrown } from '../errors/thrown.js';
 
@@ -33,6 +34,18 @@ export interface RetryOptions {
   readonly maxDelayMs?: number;
   /** Growth of the delay per retry. @defaultValue 2 */
   readonly factor?: number;
+}
+
+const RETRY_KEYS = knownKeys<RetryOptions>({
+  retries: true,
+  minDelayMs: true,
+  maxDelayMs: true,
+  factor: true,
+});
+
+/** Throws `INVALID_OPTIONS` unless `retry` is absent, `false` or retry options with known fields. */
+export function checkRetryOptions(where: string, retry: unknown): void {
+  if (retry !== false) checkOptionsObject(where, retry, RETRY_KEYS);
 }
 
 /** The defaults of {@link RetryOptions}. */

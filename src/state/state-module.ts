@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { checkKnownKeys, describeValue, knownKeys } from '../config/validate.js';
 import { ConnectionService } from '../connection/connection-service.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { KVStoreService } from '../kv/kv-store-service.js';
@@ -8,7 +9,20 @@ import { LOGGER } from '../lifecycle/tokens.js';
 import { NatsStateBackend } from './nats-backend.js';
 import { SqliteStateBackend } from './sqlite-backend.js';
 import { StateStoreService } from './state-store-service.js';
-import { STATE_STORE, type StateOptions } from './types.js';
+import {
+  type NatsStateOptions,
+  type SqliteStateOptions,
+  STATE_STORE,
+  type StateOptions,
+} from './types.js';
+
+const NATS_KEYS = knownKeys<NatsStateOptions>({ backend: true, bucket: true, bucketConfig: true });
+const SQLITE_KEYS = knownKeys<SqliteStateOptions>({
+  backend: true,
+  path: true,
+  synchronous: true,
+  maxValueBytes: true,
+});
 
 function invalid(field: string, why: string): NatskitError {
   return new NatskitError('INVALID_OPTIONS', `options.state.${field} ${why}`, {
@@ -21,10 +35,13 @@ export function checkStateOptions(options: unknown): asserts options is StateOpt
   if (typeof options !== 'object' || options === null) {
     throw new NatskitError(
       'INVALID_OPTIONS',
-      "options.state must be { backend: 'nats' | 'sqlite', ... }",
+      `options.state must be { backend: 'nats' | 'sqlite', ... }, got ${describeValue(options)}`,
+      { details: { field: 'state' } },
     );
   }
   const o = options as Record<string, unknown>;
+  if (o.backend === 'nats' || o.backend === 'sqlite')
+    checkKnownKeys('options.state', o, o.backend === 'nats' ? NATS_KEYS : SQLITE_KEYS);
   if (o.backend === 'nats') {
     if (o.bucket !== undefined) validateBucket(o.bucket);
     if (
@@ -35,16 +52,19 @@ export function checkStateOptions(options: unknown): asserts options is StateOpt
     return;
   }
   if (o.backend !== 'sqlite')
-    throw invalid('backend', `must be 'nats' or 'sqlite', got ${String(o.backend)}`);
+    throw invalid('backend', `must be 'nats' or 'sqlite', got ${describeValue(o.backend)}`);
   if (typeof o.path !== 'string' || o.path === '')
-    throw invalid('path', "must be a file path (or ':memory:')");
+    throw invalid('path', `must be a file path (or ':memory:'), got ${describeValue(o.path)}`);
   if (o.synchronous !== undefined && o.synchronous !== 'normal' && o.synchronous !== 'full')
-    throw invalid('synchronous', `must be 'normal' or 'full', got ${String(o.synchronous)}`);
+    throw invalid('synchronous', `must be 'normal' or 'full', got ${describeValue(o.synchronous)}`);
   if (
     o.maxValueBytes !== undefined &&
     !(Number.isInteger(o.maxValueBytes) && (o.maxValueBytes as number) > 0)
   ) {
-    throw invalid('maxValueBytes', `must be a positive integer, got ${String(o.maxValueBytes)}`);
+    throw invalid(
+      'maxValueBytes',
+      `must be a positive integer, got ${describeValue(o.maxValueBytes)}`,
+    );
   }
 }
 

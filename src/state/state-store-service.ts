@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { checkOptionsObject, describeValue, knownKeys } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { asNatskitError } from '../errors/thrown.js';
 import { assertJsonSafe, type StandardSchemaV1, validate } from '../kv/codec.js';
@@ -16,11 +17,16 @@ import type {
   StateWatchOptions,
 } from './types.js';
 
+const SET_KEYS = knownKeys<StateSetOptions<unknown>>({ revision: true, ttlMs: true, schema: true });
+const READ_KEYS = knownKeys<StateReadOptions<unknown>>({ schema: true });
+const DELETE_KEYS = knownKeys<StateDeleteOptions>({ revision: true });
+const WATCH_KEYS = knownKeys<StateWatchOptions<unknown>>({ schema: true, onInitialized: true });
+
 function checkRevision(revision: unknown): void {
   if (revision !== undefined && !(Number.isInteger(revision) && (revision as number) >= 0)) {
     throw new NatskitError(
       'INVALID_OPTIONS',
-      `revision must be an integer >= 0, got ${String(revision)}`,
+      `revision must be an integer >= 0, got ${describeValue(revision)}`,
       { details: { field: 'revision' } },
     );
   }
@@ -31,7 +37,7 @@ function checkTtl(ttlMs: unknown): void {
   if (!Number.isInteger(ttlMs) || (ttlMs as number) < 1_000) {
     throw new NatskitError(
       'INVALID_OPTIONS',
-      `ttlMs must be an integer of at least 1000, got ${String(ttlMs)}`,
+      `ttlMs must be an integer of at least 1000, got ${describeValue(ttlMs)}`,
       { details: { field: 'ttlMs' } },
     );
   }
@@ -78,6 +84,7 @@ export class StateStoreService implements StateStore, Service {
   ): Promise<number> {
     this.#assertOpen('setState');
     validateKey(key, this.#backend.keyScope);
+    checkOptionsObject('setState options ', options, SET_KEYS);
     checkRevision(options.revision);
     checkTtl(options.ttlMs);
     const checked = await validate(options.schema, value, { key, direction: 'write' });
@@ -95,6 +102,7 @@ export class StateStoreService implements StateStore, Service {
   ): Promise<StateEntry<T> | null> {
     this.#assertOpen('getState');
     validateStoredKey(key, this.#backend.keyScope);
+    checkOptionsObject('getState options ', options, READ_KEYS);
     const raw = await this.#backend.get(key);
     if (!raw) return null;
     return {
@@ -108,6 +116,7 @@ export class StateStoreService implements StateStore, Service {
   async deleteState(key: string, options: StateDeleteOptions = {}): Promise<boolean> {
     this.#assertOpen('deleteState');
     validateStoredKey(key, this.#backend.keyScope);
+    checkOptionsObject('deleteState options ', options, DELETE_KEYS);
     checkRevision(options.revision);
     return await this.#backend.delete(key, options.revision);
   }
@@ -122,6 +131,7 @@ export class StateStoreService implements StateStore, Service {
     if (typeof onChange !== 'function') {
       throw new NatskitError('INVALID_OPTIONS', 'watchState needs an onChange function');
     }
+    checkOptionsObject('watchState options ', options, WATCH_KEYS);
     const deliver = async (raw: StateChange<string>): Promise<void> => {
       // A deleted key is no state: the initial state lists live keys only.
       if (raw.initial && raw.type !== 'put' && raw.type !== 'invalid') return;

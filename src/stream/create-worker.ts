@@ -7,7 +7,13 @@ import {
 } from '@nats-io/jetstream';
 import { type NatsConnection, nanos } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import { checkMs, positiveInt } from '../config/validate.js';
+import {
+  checkMs,
+  checkOptionsObject,
+  describeValue,
+  knownKeys,
+  positiveInt,
+} from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { ApiCode, isApiError } from '../jetstream/api-errors.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -61,6 +67,22 @@ export interface WorkerContext {
   readonly metrics: Metrics;
 }
 
+const WORKER_KEYS = knownKeys<WorkerOptions<unknown>>({
+  stream: true,
+  consumer: true,
+  filterSubjects: true,
+  handler: true,
+  concurrency: true,
+  ackWaitMs: true,
+  maxDeliver: true,
+  retryDelayMs: true,
+  heartbeatMs: true,
+  drainTimeoutMs: true,
+  fetchExpiresMs: true,
+  stuckAfterMs: true,
+  decode: true,
+});
+
 /**
  * Validates the options, creates or updates the durable consumer, and returns the worker (not
  * started yet).
@@ -70,9 +92,13 @@ export async function createWorker<T>(
   ctx: WorkerContext,
   options: WorkerOptions<T>,
 ): Promise<Worker<T>> {
+  checkOptionsObject('worker', options, WORKER_KEYS);
   const concurrency = positiveInt('worker.concurrency', options.concurrency, 1);
   if (typeof options.handler !== 'function')
-    throw new NatskitError('INVALID_OPTIONS', 'worker.handler must be a function');
+    throw new NatskitError(
+      'INVALID_OPTIONS',
+      `worker.handler must be a function, got ${describeValue(options.handler)}`,
+    );
   for (const f of [
     'ackWaitMs',
     'heartbeatMs',
@@ -85,7 +111,7 @@ export async function createWorker<T>(
   if (options.fetchExpiresMs !== undefined && options.fetchExpiresMs < 1_000) {
     throw new NatskitError(
       'INVALID_OPTIONS',
-      `worker.fetchExpiresMs must be at least 1000, got ${options.fetchExpiresMs}`,
+      `worker.fetchExpiresMs must be at least 1000, got ${describeValue(options.fetchExpiresMs)}`,
     );
   }
   const maxDeliver = positiveInt('worker.maxDeliver', options.maxDeliver, 5);

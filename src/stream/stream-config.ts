@@ -1,5 +1,6 @@
 import type { JetStreamManager, StreamConfig, StreamInfo } from '@nats-io/jetstream';
 import type { Logger } from 'pino';
+import { checkKnownKeys, knownKeys } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 
 /** One field where the stored stream config differs from the one asked for. */
@@ -12,6 +13,52 @@ export interface ConfigDifference {
   /** Why it is incompatible. */
   readonly reason?: string;
 }
+
+/**
+ * The fields of a stream config, as @nats-io/jetstream types them (the server's names): a
+ * misspelt one (`maxAge`, `max_msg_per_subject`) would create the stream without it and then
+ * fail as if the server had ignored it. A client upgrade that adds fields fails to compile here.
+ */
+const STREAM_CONFIG_KEYS = knownKeys<StreamConfig>({
+  allow_atomic: true,
+  allow_batched: true,
+  allow_direct: true,
+  allow_msg_counter: true,
+  allow_msg_schedules: true,
+  allow_msg_ttl: true,
+  allow_rollup_hdrs: true,
+  compression: true,
+  consumer_limits: true,
+  deny_delete: true,
+  deny_purge: true,
+  description: true,
+  discard: true,
+  discard_new_per_subject: true,
+  duplicate_window: true,
+  first_seq: true,
+  max_age: true,
+  max_bytes: true,
+  max_consumers: true,
+  max_msg_size: true,
+  max_msgs: true,
+  max_msgs_per_subject: true,
+  metadata: true,
+  mirror: true,
+  mirror_direct: true,
+  name: true,
+  no_ack: true,
+  num_replicas: true,
+  persist_mode: true,
+  placement: true,
+  republish: true,
+  retention: true,
+  sealed: true,
+  sources: true,
+  storage: true,
+  subject_delete_marker_ttl: true,
+  subject_transform: true,
+  subjects: true,
+});
 
 /** Fields the server will not change on an existing stream, or only one way. */
 const IMMUTABLE: Record<string, string> = {
@@ -120,6 +167,7 @@ export async function ensureStreamConfig(
   config: Partial<StreamConfig> & { readonly name: string },
   ctx: EnsureContext,
 ): Promise<EnsureStreamResult> {
+  checkKnownKeys(`ensureStream ${config.name} config `, config, STREAM_CONFIG_KEYS);
   let info = await ctx.info(config.name);
   let action: EnsureStreamResult['action'] = 'unchanged';
   if (!info) {

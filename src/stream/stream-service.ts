@@ -21,39 +21,13 @@ import { noStreamCheck } from '../jetstream/no-stream.js';
 import type { HealthCheckResult, Service } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
 import { countingRetries, METRICS, type Metrics, NO_METRICS } from '../metrics/metrics.js';
-import { type RetryCounter, type RetryOptions, withRetry } from '../retry/retry.js';
+import { type RetryCounter, withRetry } from '../retry/retry.js';
 import { createWorker } from './create-worker.js';
+import { checkPublishOptions, type PublishOptions } from './publish-options.js';
 import { type EnsureStreamResult, ensureStreamConfig } from './stream-config.js';
 import type { Worker, WorkerOptions } from './worker.js';
 
-/** Expectations the server checks before storing a message. */
-export interface PublishExpectations {
-  /** The stream's last sequence must be this. */
-  readonly lastSequence?: number;
-  /** The last sequence on this subject must be this (0: no message on it yet). */
-  readonly lastSubjectSequence?: number;
-  /** The stream's last message id must be this. */
-  readonly lastMsgId?: string;
-  /** The message must land in this stream. */
-  readonly streamName?: string;
-}
-
-/** Options of {@link StreamService.publish}. */
-export interface PublishOptions {
-  /**
-   * Deduplication id. When retries are on and none is given, natskit generates one, so that a
-   * retry after a lost acknowledgement cannot store the message twice (within the stream's
-   * duplicate window).
-   */
-  readonly msgId?: string;
-  readonly expect?: PublishExpectations;
-  readonly headers?: Readonly<Record<string, string>>;
-  /** Per-attempt timeout. @defaultValue the connection's `requestTimeoutMs` (5000) */
-  readonly timeoutMs?: number;
-  /** Retry transient failures; `false` for one attempt. @defaultValue RETRY_DEFAULTS */
-  readonly retry?: RetryOptions | false;
-  readonly signal?: AbortSignal;
-}
+export type { PublishExpectations, PublishOptions } from './publish-options.js';
 
 /** A stream's health: its state, its consumers' lag, and the last error seen. */
 export interface StreamHealth {
@@ -206,6 +180,7 @@ export class StreamService implements Service {
     options: PublishOptions = {},
   ): Promise<PubAck> {
     const js = this.js;
+    checkPublishOptions(options);
     const retry = options.retry === false ? { retries: 0 } : options.retry;
     const msgId = options.msgId ?? (options.retry === false ? undefined : nuid.next());
     const opts: Partial<JetStreamPublishOptions> = {

@@ -1,12 +1,13 @@
+import { knownKeys, positiveInt } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { interestStep, metaStep, routesStep, streamStep, until } from './cluster-readiness.js';
-import {
-  type NatsServerHandle,
-  type NatsServerOptions,
-  NatsServerProcess,
-  type NatsServerStopOptions,
-} from './nats-server.js';
+import { type NatsServerHandle, NatsServerProcess } from './nats-server.js';
 import { freePort } from './ports.js';
+import {
+  checkHarnessOptions,
+  type NatsServerOptions,
+  type NatsServerStopOptions,
+} from './server-options.js';
 
 /** Options of {@link startNatsCluster}: those of a single server, plus the size. */
 export interface NatsClusterOptions extends Omit<NatsServerOptions, 'serverName' | 'binary'> {
@@ -21,6 +22,17 @@ export interface NatsClusterOptions extends Omit<NatsServerOptions, 'serverName'
   readonly serverTags?: readonly (readonly string[] | undefined)[];
 }
 
+const CLUSTER_KEYS = knownKeys<NatsClusterOptions>({
+  version: true,
+  jetstream: true,
+  auth: true,
+  tls: true,
+  extraConfig: true,
+  startTimeoutMs: true,
+  size: true,
+  name: true,
+  serverTags: true,
+});
 /** A running cluster of test servers. Dispose it to stop every node and delete their files. */
 export interface NatsClusterHandle extends AsyncDisposable {
   /** Client URLs of every node (stable across restarts). */
@@ -159,10 +171,8 @@ class NatsCluster implements NatsClusterHandle {
 export async function startNatsCluster(
   options: NatsClusterOptions = {},
 ): Promise<NatsClusterHandle> {
-  const size = options.size ?? 3;
-  if (!Number.isInteger(size) || size < 1) {
-    throw new NatskitError('INVALID_OPTIONS', `size must be a positive integer, got ${size}`);
-  }
+  checkHarnessOptions('startNatsCluster', options, CLUSTER_KEYS);
+  const size = positiveInt('startNatsCluster options.size', options.size, 3);
   const name = options.name ?? 'natskit';
   const tags = options.serverTags ?? [];
   if (

@@ -4,48 +4,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NatskitError } from '../errors/natskit-error.js';
-import { findNatsServerBinary, type NatsServerVersion } from './server-binary.js';
+import { findNatsServerBinary } from './server-binary.js';
+import {
+  checkHarnessOptions,
+  checkStopOptions,
+  type NatsServerOptions,
+  type NatsServerStopOptions,
+} from './server-options.js';
 
-/** Credentials the test server demands from clients. */
-export type NatsServerAuth =
-  | { readonly token: string }
-  | { readonly user: string; readonly password: string };
-
-/** TLS files for the test server (PEM). */
-export interface NatsServerTls {
-  readonly certFile: string;
-  readonly keyFile: string;
-  /** CA that signed client certificates; with `verify` the server demands one. */
-  readonly caFile?: string;
-  /** Require and verify client certificates. @defaultValue false */
-  readonly verify?: boolean;
-}
-
-/** Options of {@link startNatsServer}. */
-export interface NatsServerOptions {
-  /** Which server to run. @defaultValue 'modern' (2.12 or newer) */
-  readonly version?: NatsServerVersion;
-  /** A binary to run instead of looking one up. */
-  readonly binary?: string;
-  /** Enable JetStream. @defaultValue true */
-  readonly jetstream?: boolean;
-  /** Require these credentials from clients. */
-  readonly auth?: NatsServerAuth;
-  /** Serve TLS with these files. */
-  readonly tls?: NatsServerTls;
-  /** The server's name. @defaultValue 'natskit-test' */
-  readonly serverName?: string;
-  /** Extra lines appended to the generated configuration. */
-  readonly extraConfig?: string;
-  /** How long to wait for the server to be ready. @defaultValue 20000 */
-  readonly startTimeoutMs?: number;
-}
-
-/** How to stop a test server. */
-export interface NatsServerStopOptions {
-  /** `SIGKILL` simulates a crash. @defaultValue 'SIGTERM' */
-  readonly signal?: 'SIGTERM' | 'SIGKILL';
-}
+export type {
+  NatsServerAuth,
+  NatsServerOptions,
+  NatsServerStopOptions,
+  NatsServerTls,
+} from './server-options.js';
 
 /** A running nats-server started by the harness. Dispose it to stop it and delete its files. */
 export interface NatsServerHandle extends AsyncDisposable {
@@ -299,6 +271,7 @@ export class NatsServerProcess implements NatsServerHandle {
   }
 
   async stop(options: NatsServerStopOptions = {}): Promise<void> {
+    checkStopOptions(options);
     const child = this.#child;
     if (!child) return;
     const pid = child.pid;
@@ -343,6 +316,7 @@ export class NatsServerProcess implements NatsServerHandle {
  * @throws NatskitError `TEST_SERVER_FAILED` with the server's log tail when it does not come up.
  */
 export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServerHandle> {
+  checkHarnessOptions('startNatsServer', options);
   const server = new NatsServerProcess(options);
   try {
     await server.start();

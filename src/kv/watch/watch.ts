@@ -1,7 +1,7 @@
 import { DeliverPolicy, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import { positiveInt } from '../../config/validate.js';
+import { describeValue, positiveInt } from '../../config/validate.js';
 import { NatskitError } from '../../errors/natskit-error.js';
 import { addReadConsumer } from '../scan.js';
 import type { KvChange, KvWatcher, KvWatchOptions } from '../types.js';
@@ -77,7 +77,7 @@ export class Watch<T> implements KvWatcher<T> {
     if (from !== undefined && !(Number.isInteger(from) && from >= 0)) {
       throw new NatskitError(
         'INVALID_OPTIONS',
-        `watch fromRevision must be an integer >= 0, got ${from}`,
+        `watch fromRevision must be an integer >= 0, got ${describeValue(from)}`,
       );
     }
     const snapshotMode = include === 'last' && from === undefined;
