@@ -135,7 +135,7 @@ describe('unknown option names are refused, naming the closest known one', () =>
   it('bucket configs keep refusing unknown fields, through the shared check', async () => {
     const err = await invalid(() => checkBucketConfig({ histroy: 5 } as never));
     expect(err.message).toBe(
-      "bucket config histroy is not a known option (did you mean 'history'?); known: history, ttlMs, maxValueSize, maxBytes, replicas, storage, perKeyTtl, markerTtlMs, placement, description",
+      "bucket config histroy is not a known option (did you mean 'history'?); known: history, ttlMs, maxValueSize, maxBytes, replicas, storage, perKeyTtl, markerTtlMs, placement, mirror, sources, description",
     );
     expect(err.details).toMatchObject({ field: 'histroy', suggestion: 'history' });
     const placement = await invalid(() =>
