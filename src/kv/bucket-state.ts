@@ -39,8 +39,8 @@ export interface KvContext {
   stopped(): boolean;
   /** The bucket's instruments, or undefined when metrics are off. */
   measure(bucket: string): KvMetrics | undefined;
-  /** Races a request with the loss and return of the connection (see ConnectionService). */
-  resilient<R>(request: Promise<R>): Promise<R>;
+  /** Sends a request on a live connection, across its loss and return (see ConnectionService). */
+  resilient<R>(send: () => Promise<R>): Promise<R>;
 }
 
 /** A bucket seen through a codec: what bulk calls and transactions work on. */
@@ -165,7 +165,7 @@ export class BucketState {
     return await withRetry(
       async () => {
         try {
-          return await this.ctx.resilient(fn());
+          return await this.ctx.resilient(fn);
         } catch (err) {
           throw await this.classify(err);
         }

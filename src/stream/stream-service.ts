@@ -180,7 +180,7 @@ export class StreamService implements Service {
   async #info(name: string): Promise<StreamInfo | undefined> {
     const jsm = this.jsm;
     try {
-      return await withRetry(() => this.#connection.resilient(jsm.streams.info(name)), {
+      return await withRetry(() => this.#connection.resilient(() => jsm.streams.info(name)), {
         what: `stream info ${name}`,
         counter: this.metrics,
       });
@@ -217,7 +217,7 @@ export class StreamService implements Service {
       const ack = await withRetry(
         () => {
           attempts++;
-          return this.#connection.resilient(js.publish(subject, payload, opts));
+          return this.#connection.resilient(() => js.publish(subject, payload, opts), opts.timeout);
         },
         { what: `publish to ${subject}`, retry, signal: options.signal, counter: this.metrics },
       );
