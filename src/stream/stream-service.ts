@@ -320,14 +320,10 @@ export class StreamService implements Service {
    */
   async stop(): Promise<void> {
     this.#stopped = true;
-    const errors: unknown[] = [];
-    for (const worker of [...this.#workers].reverse()) {
-      try {
-        await worker.stop();
-      } catch (err) {
-        errors.push(err);
-      }
-    }
+    // At once: each stop may wait for its pulls to end (up to fetchExpiresMs), and workers do
+    // not depend on one another.
+    const settled = await Promise.allSettled([...this.#workers].map(async (w) => w.stop()));
+    const errors = settled.flatMap((r) => (r.status === 'rejected' ? [r.reason] : []));
     if (errors.length > 0) {
       throw new NatskitAggregateError(
         'SERVICE_STOP_FAILED',

@@ -149,6 +149,8 @@ export class JobWorker<T> implements Worker<T> {
   #lastTickAt = performance.now();
   #lastFetchError: string | undefined;
   #blocked = false;
+  /** Jobs to give back once the pulls have ended (see #stop). */
+  readonly #givingBack: JsMsg[] = [];
 
   /** @internal test seam: the loop stops pulling and reporting progress, as a stuck loop would. */
   [Symbol.for('natskit.test.blockFetchLoop')](): void {
@@ -238,7 +240,7 @@ export class JobWorker<T> implements Worker<T> {
 
   #onMessage(msg: JobMsg): void {
     if (this.#stopping !== undefined) {
-      msg.nak(); // arrived while stopping: give it straight back
+      this.#givingBack.push(msg); // arrived while stopping: given back once the pulls end
       return;
     }
     if (this.#inflight.size >= this.#concurrency) {
@@ -352,25 +354,30 @@ export class JobWorker<T> implements Worker<T> {
   }
 
   async #stop(): Promise<{ finished: number; naked: number }> {
-    // No pull survives this: the server drops the pulls of an inbox nobody listens on, and what
-    // it sent before is given back as it arrives.
+    // No pull is sent after this; the inbox stays open until the pulls sent have ended, and
+    // what they still deliver is given back as it arrives (counted in `naked`).
     const pullStopped = this.#pull?.stop();
     clearInterval(this.#busyTimer);
     const drainMs = this.#o.drainTimeoutMs ?? 10_000;
     const before = this.stats.processed + this.stats.failed + this.stats.terminated;
     await withDeadline(Promise.all([...this.#inflight].map((r) => r.done)), drainMs);
-    let naked = 0;
     for (const run of this.#inflight) {
       if (run.settled) continue;
       run.settled = true;
       run.ac.abort(new NatskitError('ABORTED', `worker ${this.name} is stopping`));
-      run.msg.nak(); // no delay: another worker takes it at once
-      naked++;
-      this.#setup.metrics?.job('naked');
+      this.#givingBack.push(run.msg);
     }
-    this.stats.nakedOnStop += naked;
     clearInterval(this.#heartbeatTimer);
     await pullStopped;
+    // Given back (no delay: another worker takes them at once) only when no pull of ours is left:
+    // a job naked while one was open came straight back to it, one delivery spent each time.
+    for (const msg of this.#givingBack) {
+      msg.nak();
+      this.#setup.metrics?.job('naked');
+    }
+    const naked = this.#givingBack.length;
+    this.#givingBack.length = 0;
+    this.stats.nakedOnStop += naked;
     await withDeadline(Promise.all(this.#acking), this.#setup.requestTimeoutMs);
     // The naks above must leave before the caller closes the connection.
     await this.#setup.nc.flush().catch(() => undefined);
