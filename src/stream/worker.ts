@@ -86,7 +86,11 @@ export interface Worker<T> extends AsyncDisposable {
   readonly stats: Readonly<WorkerStats>;
   /** Starts the fetch loop. */
   start(): void;
-  /** Stops fetching, lets running jobs finish until the drain deadline, naks the rest. */
+  /**
+   * Stops fetching, lets running jobs finish until the drain deadline, and gives back (naks)
+   * the rest and every job the pulls still delivered, once none is left open (up to
+   * `fetchExpiresMs`): `naked` counts both.
+   */
   stop(): Promise<{ finished: number; naked: number }>;
   progress(): WorkerProgress;
 }
