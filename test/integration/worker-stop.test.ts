@@ -8,6 +8,14 @@ import { waitUntil } from '../support/wait.js';
 
 const quiet = { logger: { level: 'silent' as const } };
 const ACK_WAIT_MS = 60_000; // a job a stopped worker held cannot come back within a test
+/** The consumer every round's worker shares. */
+const CONSUMER = {
+  stream: 'STOPS',
+  consumer: 'stops',
+  concurrency: 8,
+  ackWaitMs: ACK_WAIT_MS,
+  fetchExpiresMs: 1_000,
+};
 
 /**
  * Stops a worker mid-stream `rounds` times while a producer runs. Right after each stop no
@@ -24,11 +32,7 @@ async function stopRounds(streams: StreamService, rounds: number) {
   let stopAfter = 0;
   let stopNow: () => void = () => undefined;
   const options = {
-    stream: 'STOPS',
-    consumer: 'stops',
-    concurrency: 8,
-    ackWaitMs: ACK_WAIT_MS,
-    fetchExpiresMs: 1_000,
+    ...CONSUMER,
     handler: async (job: { data: { id: number } }) => {
       await sleep(1 + (job.data.id % 5));
       handled.set(job.data.id, (handled.get(job.data.id) ?? 0) + 1);
@@ -145,15 +149,7 @@ describe('worker stop under load', () => {
       retention: RetentionPolicy.Workqueue,
       num_replicas: 3,
     });
-    await (
-      await streams.createWorker({
-        ...{ stream: 'STOPS', consumer: 'stops' },
-        ackWaitMs: ACK_WAIT_MS,
-        fetchExpiresMs: 1_000,
-        concurrency: 8,
-        handler: () => undefined,
-      })
-    ).stop();
+    await (await streams.createWorker({ ...CONSUMER, handler: () => undefined })).stop(); // creates the consumer
     // The deliveries cross a route: move the consumer's leader off the client's node.
     const nc = app.get(ConnectionService).nc;
     const leader = async () =>
