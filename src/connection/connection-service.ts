@@ -6,7 +6,6 @@ import { NatskitError } from '../errors/natskit-error.js';
 import type { HealthCheckResult, Service } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
 import { METRICS, type Metrics, NO_METRICS } from '../metrics/metrics.js';
-import { RequestInterruptedError } from '../retry/retry.js';
 import { withDeadline } from '../timing/deadline.js';
 import {
   type Capabilities,
@@ -15,6 +14,7 @@ import {
   requireFeature,
 } from './capabilities.js';
 import { firstConnect } from './first-connect.js';
+import { InFlightRequests } from './in-flight.js';
 import {
   CONNECTION_OPTIONS,
   type ConnectionOptions,
@@ -40,12 +40,6 @@ export interface ConnectionStatus {
 /** How the connection ended: drained in time, closed after the drain deadline, or not ours. */
 export type CloseResult = 'drained' | 'forced' | 'external';
 
-interface InFlight {
-  readonly interrupted: () => void;
-  /** The connection was lost after the request was sent. */
-  lost: boolean;
-}
-
 /**
  * The NATS connection as a service: connects on start, follows the connection's state and the
  * server's capabilities, and drains with a deadline on stop. A connection handed in through
@@ -69,7 +63,7 @@ export class ConnectionService implements Service {
   #statusLoop: Promise<void> = Promise.resolve();
   #statusIterator: Partial<QueuedIterator<Status>> | undefined;
   #stopped = false;
-  readonly #inFlight = new Set<InFlight>();
+  readonly #requests = new InFlightRequests();
 
   readonly #metrics: Metrics;
 
@@ -121,35 +115,18 @@ export class ConnectionService implements Service {
   }
 
   /**
-   * Settles like `request`, or rejects with {@link RequestInterruptedError} as soon as the
-   * connection comes back from a loss that began after the request was sent: its reply is lost
-   * with the server that had it, and waiting for the timeout (`requestTimeoutMs`) would stall
-   * the caller long after the server is back. A request sent while disconnected is buffered by
-   * the client and sent on reconnect, so it is left to finish.
+   * Sends `send()` on a live connection and settles like it: while the connection is down it
+   * waits for it (up to `waitMs`, then rejects with a transient `NotConnectedError`, nothing
+   * sent), because the client drops what is published then; and a request in flight when the
+   * connection is lost is rejected with `RequestInterruptedError` as soon as the connection is
+   * back, instead of waiting for its timeout. Both are retried by `withRetry`.
    * @internal used by the built-in services around each JetStream request.
    */
-  resilient<R>(request: Promise<R>): Promise<R> {
-    if (this.#status.state !== 'connected') return request;
-    return new Promise<R>((resolve, reject) => {
-      const entry: InFlight = {
-        lost: false,
-        interrupted: () => {
-          request.catch(() => undefined); // it times out later; nobody waits for it
-          reject(new RequestInterruptedError());
-        },
-      };
-      this.#inFlight.add(entry);
-      request.then(
-        (value) => {
-          this.#inFlight.delete(entry);
-          resolve(value);
-        },
-        (err: unknown) => {
-          this.#inFlight.delete(entry);
-          reject(err);
-        },
-      );
-    });
+  resilient<R>(
+    send: () => Promise<R>,
+    waitMs: number = this.#options.requestTimeoutMs,
+  ): Promise<R> {
+    return this.#requests.run(send, waitMs);
   }
 
   /** Throws `CAPABILITY_MISSING` naming the feature and minimum server version when absent. */
@@ -209,6 +186,7 @@ export class ConnectionService implements Service {
       throw err;
     }
     this.#set('connected', { server: redactUrl(nc.getServer()) });
+    this.#requests.connected();
     this.#log.info(
       {
         server: this.#status.server,
@@ -223,12 +201,14 @@ export class ConnectionService implements Service {
   async #release(nc: NatsConnection): Promise<void> {
     this.#stopped = true;
     this.#statusIterator?.stop?.();
+    this.#requests.release();
     if (!this.#options.connection) await nc.close().catch(() => undefined);
     await this.#statusLoop.catch(() => undefined);
   }
 
   async #follow(nc: NatsConnection): Promise<void> {
     void nc.closed().then(() => {
+      this.#requests.release();
       if (!this.#stopped || !this.#options.connection) this.#set('closed');
     });
     const statuses = nc.status();
@@ -237,7 +217,7 @@ export class ConnectionService implements Service {
       if (this.#stopped) break;
       switch (s.type) {
         case 'disconnect':
-          for (const r of this.#inFlight) r.lost = true;
+          this.#requests.disconnected();
           this.#set('disconnected', { server: redactUrl(s.server) });
           break;
         case 'reconnecting':
@@ -246,12 +226,8 @@ export class ConnectionService implements Service {
         case 'reconnect': {
           this.#metrics.reconnect();
           const previous = this.#capabilities?.serverId;
-          for (const r of this.#inFlight) {
-            if (!r.lost) continue;
-            this.#inFlight.delete(r);
-            r.interrupted();
-          }
           this.#set('connected', { server: redactUrl(s.server), lameDuck: false });
+          this.#requests.connected();
           if (nc.info?.server_id !== previous) void this.#redetect(nc);
           break;
         }

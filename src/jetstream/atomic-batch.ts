@@ -6,7 +6,7 @@ import {
   nuid,
 } from '@nats-io/transport-node';
 import { NatskitError } from '../errors/natskit-error.js';
-import { RequestInterruptedError } from '../retry/retry.js';
+import { NotConnectedError, RequestInterruptedError } from '../retry/retry.js';
 import { TIMED_OUT, withDeadline } from '../timing/deadline.js';
 import { ApiCode } from './api-errors.js';
 import { headerBytes } from './headers.js';
@@ -38,10 +38,11 @@ export interface BatchOptions {
   /** The largest message (data plus headers, batch headers included) the stream takes. */
   readonly maxMessageBytes?: number;
   /**
-   * Races the commit reply with the loss and return of the connection: an interrupted commit's
-   * outcome is unknown at once, instead of after `timeoutMs`.
+   * Sends the batch on a live connection (waiting for it while it is down), and races the
+   * commit reply with the loss and return of the connection: an interrupted commit's outcome is
+   * unknown at once, instead of after `timeoutMs`.
    */
-  readonly resilient?: <R>(request: Promise<R>) => Promise<R>;
+  readonly resilient?: <R>(send: () => Promise<R>) => Promise<R>;
   /** @internal test seam: runs after every message but the commit is published. */
   readonly beforeCommit?: () => Promise<void>;
 }
@@ -126,14 +127,6 @@ export async function publishAtomicBatch(
     if (i === last) h.set('Nats-Batch-Commit', '1');
     return h;
   };
-  for (let i = 0; i < last; i++) {
-    const m = messages[i] as BatchMessage;
-    nc.publish(m.subject, m.data, { headers: header(m, i) });
-  }
-  if (options.beforeCommit) {
-    await nc.flush();
-    await options.beforeCommit();
-  }
   // The commit reply comes to an inbox of our own, kept open after the timeout: a reply that
   // arrives late still tells the outcome (see `details.lateReply`).
   const inbox = createInbox();
@@ -142,12 +135,31 @@ export async function publishAtomicBatch(
     for await (const m of sub) return m;
     return undefined;
   })();
-  const m = messages[last] as BatchMessage;
-  nc.publish(m.subject, m.data, { headers: header(m, last), reply: inbox });
-  const waited = withDeadline(reply, timeoutMs);
-  const first = await (options.resilient ? options.resilient(waited) : waited).catch(
+  const send = async () => {
+    for (let i = 0; i < last; i++) {
+      const m = messages[i] as BatchMessage;
+      nc.publish(m.subject, m.data, { headers: header(m, i) });
+    }
+    if (options.beforeCommit) {
+      await nc.flush();
+      await options.beforeCommit();
+    }
+    const m = messages[last] as BatchMessage;
+    nc.publish(m.subject, m.data, { headers: header(m, last), reply: inbox });
+    return withDeadline(reply, timeoutMs);
+  };
+  // Sent on a live connection only: the client drops what is published while it is down.
+  const first = await (options.resilient ? options.resilient(send) : send()).catch(
     (err: unknown): typeof TIMED_OUT => {
       if (err instanceof RequestInterruptedError) return TIMED_OUT;
+      if (err instanceof NotConnectedError) {
+        sub.unsubscribe();
+        throw new NatskitError(
+          'NATS_UNAVAILABLE',
+          `atomic batch: not sent, the connection was down (${err.message})`,
+          { cause: err, details: { outcome: 'not-applied', batchId } },
+        );
+      }
       throw err;
     },
   );

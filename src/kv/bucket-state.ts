@@ -25,25 +25,9 @@ import { keySpaceOf, readOnlyError } from './bucket-topology.js';
 import { guardSubjectOf, RESERVED_PREFIX, streamOf, subjectOf } from './names.js';
 import type { KvCallOptions } from './types.js';
 
-/** What a bucket needs from its service. */
-export interface KvContext {
-  readonly nc: NatsConnection;
-  readonly js: JetStreamClient;
-  readonly jsm: JetStreamManager;
-  readonly log: Logger;
-  readonly metrics: RetryCounter;
-  readonly retry: RetryOptions;
-  readonly requestTimeoutMs: number;
-  capabilities(): Capabilities;
-  /** The bucket was found deleted: drop its cached state and handles. */
-  gone(bucket: string): void;
-  /** True once the service stopped: calls then fail with `INVALID_STATE`. */
-  stopped(): boolean;
-  /** The bucket's instruments, or undefined when metrics are off. */
-  measure(bucket: string): KvMetrics | undefined;
-  /** Races a request with the loss and return of the connection (see ConnectionService). */
-  resilient<R>(request: Promise<R>): Promise<R>;
-}
+export type { KvContext, WriteOptions } from './bucket-context.js';
+
+import type { KvContext, WriteOptions } from './bucket-context.js';
 
 /** A bucket seen through a codec: what bulk calls and transactions work on. */
 export interface TypedBucket<T> {
@@ -52,14 +36,6 @@ export interface TypedBucket<T> {
   encode(key: string, value: T): Promise<Uint8Array>;
   /** Decodes (and validates) a stored value. */
   decode(key: string, m: { data: Uint8Array; seq: number }): T | Promise<T>;
-}
-
-/** A write's extra options. */
-export interface WriteOptions extends KvCallOptions {
-  /** Compare-and-set: the key must be at this revision (0: absent). */
-  readonly revision?: number | undefined;
-  /** `Nats-TTL` value (`<n>ms`). */
-  readonly ttl?: string | undefined;
 }
 
 /**
@@ -179,7 +155,7 @@ export class BucketState {
     return await withRetry(
       async () => {
         try {
-          return await this.ctx.resilient(fn());
+          return await this.ctx.resilient(fn);
         } catch (err) {
           throw await this.classify(err);
         }

@@ -109,7 +109,7 @@ export class KVStoreService implements Service {
       },
       stopped: () => this.#stopped || this.#connection.stopped,
       measure: (bucket) => (this.#measure.enabled ? this.#measure.kv(bucket) : undefined),
-      resilient: (request) => this.#connection.resilient(request),
+      resilient: (send) => this.#connection.resilient(send),
     };
   }
 

@@ -43,7 +43,7 @@ const STREAM_FIELDS: Readonly<Record<string, readonly (keyof StreamConfig)[]>> =
 async function info(c: ProvisionContext, name: string): Promise<StreamConfig | undefined> {
   try {
     const found = await withRetry(
-      () => c.connection.resilient(c.jsm.streams.info(streamOf(name))),
+      () => c.connection.resilient(() => c.jsm.streams.info(streamOf(name))),
       { what: `bucket info ${name}`, retry: c.retry, counter: c.metrics },
     );
     return found.config;

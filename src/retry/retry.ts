@@ -24,6 +24,17 @@ export class RequestInterruptedError extends Error {
   }
 }
 
+/**
+ * A request was not sent: the connection was down, and did not come back within the wait (the
+ * request timeout). Nothing reached the server, so another attempt is always safe. Transient.
+ */
+export class NotConnectedError extends Error {
+  constructor(waitedMs: number) {
+    super(`the connection was down for ${waitedMs} ms; the request was not sent`);
+    this.name = 'NotConnectedError';
+  }
+}
+
 /** Backoff for retries of transient NATS errors: exponential with jitter. */
 export interface RetryOptions {
   /** Retries after the first attempt; 0 disables retrying. @defaultValue 5 */
@@ -64,13 +75,14 @@ export interface RetryCounter {
 /**
  * True for errors that another attempt may cure: a request timeout, no responders (a stream
  * leader election, or a server restarting), a JetStream 503, a connection that is reconnecting,
- * a request whose connection was lost and came back while it was in flight.
+ * a request whose connection was lost and came back while it was in flight, a request not sent
+ * because the connection stayed down.
  * Never for conflicts, validation, permissions, not-found or a closed connection.
  */
 export function isTransient(err: unknown): boolean {
   // A natskit error is a final classification (KV_BUCKET_NOT_FOUND caused by "no responders"...).
   if (NatskitError.is(err)) return false;
-  if (err instanceof RequestInterruptedError) return true;
+  if (err instanceof RequestInterruptedError || err instanceof NotConnectedError) return true;
   if (err instanceof TimeoutError || err instanceof NoRespondersError) return true;
   if (err instanceof RequestError) return err.isNoResponders() || err.cause instanceof TimeoutError;
   if (err instanceof JetStreamApiError) return err.status === 503;

@@ -43,10 +43,15 @@ interface Generation {
   readonly sub: Subscription;
   /** Messages the pulls in flight may still deliver. */
   requested: number;
+  /** Set once the inbox is retired: called when none of its pulls can deliver any more. */
+  ended?: () => void;
 }
 
 /** Waits after failures in a row (ms), so a fault that persists cannot become a hot loop. */
 const BACKOFF_MS = [0, 100, 250, 500, 1_000, 2_000];
+
+/** How long past a pull's expiry a retired inbox waits for the pull's end (its 408) to arrive. */
+const RETIRE_MARGIN_MS = 1_000;
 
 /**
  * Keeps pull requests outstanding on a durable consumer for exactly the room the worker has: a
@@ -68,6 +73,8 @@ export class PullLoop {
   #backingOff = false;
   #resumeTimer: NodeJS.Timeout | undefined;
   #stopped = false;
+  /** Inboxes kept open until their pulls end (see {@link PullLoop.#retire}). */
+  readonly #retiring = new Set<Promise<void>>();
 
   constructor(o: PullLoopOptions) {
     this.#o = o;
@@ -116,9 +123,9 @@ export class PullLoop {
   }
 
   /**
-   * Cancels every pull: the subscription is drained, so a message the server sent before it
-   * dropped the pulls still reaches `onMessage` (to be given back), instead of waiting out its
-   * ack wait.
+   * Sends no more pulls, and resolves once no pull sent can deliver any more: the inboxes stay
+   * open until then, and every message that still comes reaches `onMessage` (to be given back).
+   * The pulls end by themselves within `expiresMs`; none can be taken back.
    */
   async stop(): Promise<void> {
     if (this.#stopped) return;
@@ -126,8 +133,31 @@ export class PullLoop {
     clearTimeout(this.#resumeTimer);
     this.#watchdog.stop();
     this.#statuses.stop();
-    await this.#gen?.sub.drain().catch(() => undefined);
+    if (this.#gen) void this.#retire(this.#gen);
     this.#gen = undefined;
+    await Promise.all(this.#retiring);
+  }
+
+  /**
+   * Closes an inbox once none of its pulls can deliver: each has delivered what it asked for,
+   * or ended with a status that says how many it did not (408 at its expiry, 409), or expired
+   * (`expiresMs`, plus a margin for its status on the way). Unsubscribing before that loses
+   * what the server is sending at that moment: the server counts it delivered and it waits out
+   * its ack wait (seen on a 3-node cluster, where the delivery crosses a route: 5 and 9 jobs
+   * held in two runs of 25 stops). Until then the inbox's jobs still reach `onMessage`.
+   */
+  #retire(g: Generation): Promise<void> {
+    const retired = new Promise<void>((resolve) => {
+      if (g.requested === 0 || this.#o.nc.isClosed()) return resolve();
+      const timer = setTimeout(resolve, this.#o.expiresMs + RETIRE_MARGIN_MS);
+      g.ended = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    }).then(() => g.sub.drain().catch(() => undefined));
+    this.#retiring.add(retired);
+    void retired.finally(() => this.#retiring.delete(retired));
+    return retired;
   }
 
   #open(): Generation {
@@ -152,10 +182,7 @@ export class PullLoop {
   #onMsg(g: Generation, msg: Msg): void {
     const code = msg.headers?.code ?? 0;
     if (g !== this.#gen || this.#stopped) {
-      // A renewed or stopped inbox, still draining: its jobs go to the worker (which gives back
-      // what it has no slot for); its statuses no longer matter.
-      const ack = code === 0 && msg.reply ? parseAckSubject(msg.reply) : undefined;
-      if (ack) this.#o.onMessage(new JobMsg(this.#o.nc, msg, ack, this.#o.ackTimeoutMs));
+      this.#onRetired(g, msg, code);
       return;
     }
     this.#watchdog.touch();
@@ -190,6 +217,26 @@ export class PullLoop {
       return;
     }
     this.#renew(why); // 503 no responders (consumer or stream gone), or a status we do not know
+  }
+
+  /**
+   * A message to a renewed or stopped inbox: its jobs go to the worker (which gives back what it
+   * has no slot for), and the ends of its pulls are counted, to close it when none is left.
+   */
+  #onRetired(g: Generation, msg: Msg, code: number): void {
+    if (code === 100) return;
+    if (code === 0) {
+      const ack = msg.reply ? parseAckSubject(msg.reply) : undefined;
+      if (!ack) return;
+      g.requested = Math.max(0, g.requested - 1);
+      this.#o.onMessage(new JobMsg(this.#o.nc, msg, ack, this.#o.ackTimeoutMs));
+    } else {
+      // A status without a count (no responders, consumer deleted, leadership change) means
+      // the server holds none of these pulls any more.
+      const left = Number(msg.headers?.get('Nats-Pending-Messages') ?? Number.NaN);
+      g.requested = Number.isFinite(left) ? Math.max(0, g.requested - left) : 0;
+    }
+    if (g.requested === 0) g.ended?.();
   }
 
   #healthy(): void {

@@ -156,7 +156,7 @@ export class StreamService implements Service {
   async #info(name: string): Promise<StreamInfo | undefined> {
     const jsm = this.jsm;
     try {
-      return await withRetry(() => this.#connection.resilient(jsm.streams.info(name)), {
+      return await withRetry(() => this.#connection.resilient(() => jsm.streams.info(name)), {
         what: `stream info ${name}`,
         counter: this.metrics,
       });
@@ -196,7 +196,9 @@ export class StreamService implements Service {
       const ack = await withRetry(
         () => {
           attempts++;
-          return this.#connection.resilient(js.publish(subject, payload, opts)).catch(noStream);
+          return this.#connection
+            .resilient(() => js.publish(subject, payload, opts), opts.timeout)
+            .catch(noStream);
         },
         { what: `publish to ${subject}`, retry, signal: options.signal, counter: this.metrics },
       );
@@ -299,14 +301,10 @@ export class StreamService implements Service {
    */
   async stop(): Promise<void> {
     this.#stopped = true;
-    const errors: unknown[] = [];
-    for (const worker of [...this.#workers].reverse()) {
-      try {
-        await worker.stop();
-      } catch (err) {
-        errors.push(err);
-      }
-    }
+    // At once: each stop may wait for its pulls to end (up to fetchExpiresMs), and workers do
+    // not depend on one another.
+    const settled = await Promise.allSettled([...this.#workers].map(async (w) => w.stop()));
+    const errors = settled.flatMap((r) => (r.status === 'rejected' ? [r.reason] : []));
     if (errors.length > 0) {
       throw new NatskitAggregateError(
         'SERVICE_STOP_FAILED',

@@ -8,89 +8,11 @@ import { withDeadline } from '../timing/deadline.js';
 import type { JobMsg } from './job-msg.js';
 import { PullLoop } from './pull-loop.js';
 
-/** One message handed to a worker's handler. */
-export interface Job<T> {
-  readonly data: T;
-  readonly subject: string;
-  readonly headers: MsgHdrs | undefined;
-  /** The message's stream sequence. */
-  readonly seq: number;
-  /** 1 on the first delivery. */
-  readonly deliveryCount: number;
-  /** The raw message, for what natskit does not wrap. Do not ack it yourself. */
-  readonly msg: JsMsg;
-}
+export type { Job, Worker, WorkerOptions, WorkerProgress, WorkerStats } from './worker-types.js';
 
-/** Options of a worker: which consumer, the handler, and how failures are retried. */
-export interface WorkerOptions<T> {
-  readonly stream: string;
-  /** The durable consumer's name; several workers (processes) with one name share the work. */
-  readonly consumer: string;
-  readonly filterSubjects?: string | readonly string[];
-  /** Runs one job. Resolve to ack; throw to nak (or term after `maxDeliver`). */
-  readonly handler: (job: Job<T>, signal: AbortSignal) => Promise<void> | void;
-  /** Jobs run at once. @defaultValue 1 */
-  readonly concurrency?: number;
-  /** The consumer's ack wait. @defaultValue 30000 */
-  readonly ackWaitMs?: number;
-  /** Deliveries before a failing job is terminated. @defaultValue 5 */
-  readonly maxDeliver?: number;
-  /** Delay of the redelivery after failure n (1-based). @defaultValue 1000 * 2^(n-1), at most 60000 */
-  readonly retryDelayMs?: (deliveryCount: number) => number;
-  /** How often a running job tells the server it is still working. @defaultValue ackWaitMs / 3 */
-  readonly heartbeatMs?: number;
-  /** How long a stop lets running jobs finish before naking them. @defaultValue 10000 */
-  readonly drainTimeoutMs?: number;
-  /**
-   * How long one pull request waits on the server (at least 1000); its idle heartbeat comes every
-   * half of it, so an idle worker still shows progress. @defaultValue 2000
-   */
-  readonly fetchExpiresMs?: number;
-  /** A loop that has not ticked for this long is reported stuck. @defaultValue 3 * fetchExpiresMs + 5000 */
-  readonly stuckAfterMs?: number;
-  /** Payload decoder; a payload that fails to decode is terminated at once. @defaultValue JSON */
-  readonly decode?: (data: Uint8Array) => T;
-}
+import type { Job, Worker, WorkerOptions, WorkerProgress, WorkerStats } from './worker-types.js';
 
-/** Counters of a worker. */
-export interface WorkerStats {
-  processed: number;
-  failed: number;
-  terminated: number;
-  nakedOnStop: number;
-  inFlight: number;
-  /** Fetches that failed in a row (0 after a good one). */
-  fetchErrors: number;
-  /**
-   * Jobs the handler finished whose acknowledgement the server did not confirm (`ackAck`
-   * failed): they may be delivered again, so handlers must be idempotent.
-   */
-  ackFailures: number;
-}
-
-/** The fetch loop's heartbeat, for liveness probes. */
-export interface WorkerProgress {
-  readonly lastTickAt: number;
-  readonly msSinceTick: number;
-  /** False when the loop has not ticked within `stuckAfterMs`. */
-  readonly healthy: boolean;
-  /** The last fetch error, while fetches keep failing. */
-  readonly lastFetchError: string | undefined;
-}
-
-/** A running consumer of jobs. Dispose or stop it to drain it. */
-// biome-ignore lint/correctness/noUnusedVariables: T ties a worker to its handler's job type
-export interface Worker<T> extends AsyncDisposable {
-  readonly name: string;
-  readonly running: boolean;
-  readonly stats: Readonly<WorkerStats>;
-  /** Starts the fetch loop. */
-  start(): void;
-  /** Stops fetching, lets running jobs finish until the drain deadline, naks the rest. */
-  stop(): Promise<{ finished: number; naked: number }>;
-  progress(): WorkerProgress;
-}
-
+// One job being handled.
 interface Run {
   readonly msg: JsMsg;
   readonly ac: AbortController;
@@ -149,6 +71,8 @@ export class JobWorker<T> implements Worker<T> {
   #lastTickAt = performance.now();
   #lastFetchError: string | undefined;
   #blocked = false;
+  /** Jobs to give back once the pulls have ended (see #stop). */
+  readonly #givingBack: JsMsg[] = [];
 
   /** @internal test seam: the loop stops pulling and reporting progress, as a stuck loop would. */
   [Symbol.for('natskit.test.blockFetchLoop')](): void {
@@ -238,7 +162,7 @@ export class JobWorker<T> implements Worker<T> {
 
   #onMessage(msg: JobMsg): void {
     if (this.#stopping !== undefined) {
-      msg.nak(); // arrived while stopping: give it straight back
+      this.#givingBack.push(msg); // arrived while stopping: given back once the pulls end
       return;
     }
     if (this.#inflight.size >= this.#concurrency) {
@@ -358,25 +282,30 @@ export class JobWorker<T> implements Worker<T> {
   }
 
   async #stop(): Promise<{ finished: number; naked: number }> {
-    // No pull survives this: the server drops the pulls of an inbox nobody listens on, and what
-    // it sent before is given back as it arrives.
+    // No pull is sent after this; the inbox stays open until the pulls sent have ended, and
+    // what they still deliver is given back as it arrives (counted in `naked`).
     const pullStopped = this.#pull?.stop();
     clearInterval(this.#busyTimer);
     const drainMs = this.#o.drainTimeoutMs ?? 10_000;
     const before = this.stats.processed + this.stats.failed + this.stats.terminated;
     await withDeadline(Promise.all([...this.#inflight].map((r) => r.done)), drainMs);
-    let naked = 0;
     for (const run of this.#inflight) {
       if (run.settled) continue;
       run.settled = true;
       run.ac.abort(new NatskitError('ABORTED', `worker ${this.name} is stopping`));
-      run.msg.nak(); // no delay: another worker takes it at once
-      naked++;
-      this.#setup.metrics?.job('naked');
+      this.#givingBack.push(run.msg);
     }
-    this.stats.nakedOnStop += naked;
     clearInterval(this.#heartbeatTimer);
     await pullStopped;
+    // Given back (no delay: another worker takes them at once) only when no pull of ours is left:
+    // a job naked while one was open came straight back to it, one delivery spent each time.
+    for (const msg of this.#givingBack) {
+      msg.nak();
+      this.#setup.metrics?.job('naked');
+    }
+    const naked = this.#givingBack.length;
+    this.#givingBack.length = 0;
+    this.stats.nakedOnStop += naked;
     await withDeadline(Promise.all(this.#acking), this.#setup.requestTimeoutMs);
     // The naks above must leave before the caller closes the connection.
     await this.#setup.nc.flush().catch(() => undefined);

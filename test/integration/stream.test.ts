@@ -154,7 +154,9 @@ describe('StreamService', () => {
       timeoutMs: 1_000,
       retry: { retries: 20, minDelayMs: 100, maxDelayMs: 500 },
     });
-    setTimeout(() => void server.restart(), 600);
+    // Down longer than one attempt's wait for the connection (timeoutMs): the attempt fails
+    // with a transient NotConnectedError and is retried.
+    setTimeout(() => void server.restart(), 1_500);
     const ack = await pending;
     expect(ack.stream).toBe('SURVIVE');
     expect(streams.metrics.retries).toBeGreaterThan(before);
