@@ -12,3 +12,27 @@ export async function waitUntil(condition: () => boolean, timeoutMs: number): Pr
     await sleep(20);
   }
 }
+
+/**
+ * Polls an async `probe` every 20 ms until `done(value)` holds and returns that value; throws
+ * `what` with the last value seen after `timeoutMs`, so a wait that reaches its deadline fails
+ * the test instead of falling through.
+ */
+export async function waitForValue<T>(
+  probe: () => Promise<T>,
+  done: (value: T) => boolean,
+  timeoutMs: number,
+  what: string,
+): Promise<T> {
+  const end = performance.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (done(value)) return value;
+    if (performance.now() > end) {
+      throw new Error(
+        `${what}: not met within ${timeoutMs} ms (last seen: ${JSON.stringify(value)})`,
+      );
+    }
+    await sleep(20);
+  }
+}
