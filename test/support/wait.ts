@@ -5,10 +5,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
  * Polls `condition` every 20 ms until it holds; throws after `timeoutMs`. Timed on the monotonic
  * clock, so a test that moves `Date.now()` can still use it.
  */
-export async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<void> {
+export async function waitUntil(
+  condition: () => boolean,
+  timeoutMs: number,
+  what = 'condition',
+): Promise<void> {
   const end = performance.now() + timeoutMs;
   while (!condition()) {
-    if (performance.now() > end) throw new Error(`condition not met within ${timeoutMs} ms`);
+    if (performance.now() > end) throw new Error(`${what}: not met within ${timeoutMs} ms`);
     await sleep(20);
   }
 }
@@ -30,7 +34,7 @@ export async function waitForValue<T>(
     if (done(value)) return value;
     if (performance.now() > end) {
       throw new Error(
-        `${what}: not met within ${timeoutMs} ms (last seen: ${JSON.stringify(value)})`,
+        `${what}: not met within ${timeoutMs} ms (last seen: ${String(JSON.stringify(value)).slice(0, 300)})`,
       );
     }
     await sleep(20);
