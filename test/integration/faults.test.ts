@@ -177,24 +177,41 @@ describe('faults', () => {
     await cluster.stop(1);
     await cluster.stop(2);
     const node = cluster.nodes[0] as (typeof cluster.nodes)[number];
+    const open = () => connections(node.monitorPort, 'leak-check');
+    // Until the lone node gives up its meta leadership (if it had it), JetStream still answers
+    // and the start would succeed, then be rolled back: not the path under test.
+    const metaLeader = () =>
+      fetch(`http://127.0.0.1:${node.monitorPort}/jsz`)
+        .then((r) => r.json() as Promise<{ meta_cluster?: { leader?: string } }>)
+        .then((j) => j.meta_cluster?.leader ?? '');
+    await waitForValue(metaLeader, (l) => l === '', 30_000, 'the lone node has no meta leader');
+    // The sibling fails only once the server shows the app's connection: the connection
+    // existed while the start ran (capability detection still retrying), so its absence after
+    // the failure means it was closed, not that it never opened.
+    let sawConnection: () => void = () => undefined;
+    const seen = new Promise<void>((resolve) => {
+      sawConnection = resolve;
+    });
     class FailsSoon implements Service {
       async start() {
-        await sleep(500);
+        await seen;
         throw new Error('sibling failed');
       }
     }
-    const err = await ServiceManager.start({
+    const starting = ServiceManager.start({
       ...quiet,
       services: [{ token: FailsSoon, useClass: FailsSoon }],
       nats: { servers: node.url, name: 'leak-check' },
     }).catch((e: unknown) => e);
-    expect(NatskitError.is(err)).toBe(true);
-    let open = await connections(node.monitorPort, 'leak-check');
-    for (let i = 0; open > 0 && i < 40; i++) {
-      await sleep(50);
-      open = await connections(node.monitorPort, 'leak-check');
+    try {
+      await waitForValue(open, (n) => n === 1, 10_000, 'the connection open during the start');
+    } finally {
+      sawConnection();
     }
-    expect(open).toBe(0);
+    const err = await starting;
+    expect(NatskitError.is(err)).toBe(true);
+    expect(await metaLeader()).toBe(''); // capability detection could not have finished
+    await waitForValue(open, (n) => n === 0, 2_000, 'the connection closed after the failed start');
   });
 
   it('a handed-in connection is neither closed nor watched after stop', async () => {
