@@ -225,6 +225,28 @@ describe('transactions against the refusals of a real server', () => {
     expect((await jsm.streams.info('KV_guards')).state.last_seq).toBe(before + 2);
   });
 
+  it('atomic publish turned off by another tool (10174): the next attempt turns it on again and commits, as a fresh start would', async () => {
+    // Regression: the bucket's cached config still said allow_atomic, so every transaction of
+    // this process failed with CAPABILITY_MISSING until it restarted.
+    await kv.createBucket('atomicoff');
+    const pair = (n: number) =>
+      kv.transaction<number>('atomicoff', async (tx) => {
+        await tx.put('a', n);
+        await tx.put('b', n);
+      });
+    expect((await pair(1)).attempts).toBe(1); // turns atomic publish on
+    const config = (await jsm.streams.info('KV_atomicoff')).config;
+    expect(config.allow_atomic).toBe(true);
+    await jsm.streams.update('KV_atomicoff', { ...config, allow_atomic: false });
+    expect((await jsm.streams.info('KV_atomicoff')).config.allow_atomic).not.toBe(true);
+    const before = (await jsm.streams.info('KV_atomicoff')).state.last_seq;
+    const result = await pair(2);
+    expect(result.attempts).toBe(2); // the first was refused with 10174, nothing stored
+    expect((await jsm.streams.info('KV_atomicoff')).config.allow_atomic).toBe(true);
+    expect((await jsm.streams.info('KV_atomicoff')).state.last_seq).toBe(before + 2);
+    expect(await kv.bulkGet('atomicoff', ['a', 'b'])).toEqual([2, 2]);
+  });
+
   it('max_msg_size lowered by another tool: the commit is refused by the server (10054) as VALUE_TOO_LARGE, nothing stored', async () => {
     await kv.createBucket('sizes');
     const small = async () =>
