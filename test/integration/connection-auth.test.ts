@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, type KeyPair, nkeys } from '@nats-io/transport-node';
+import { connect, nkeys } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ConnectionService,
@@ -69,7 +69,12 @@ describe('nkey authentication', () => {
 });
 
 /** A JWT signed by `issuer` (the nats-server JWT v2 format: ed25519-nkey over header.claims). */
-function jwt(issuer: KeyPair, subject: string, name: string, nats: object): string {
+function jwt(
+  issuer: ReturnType<typeof nkeys.createAccount>,
+  subject: string,
+  name: string,
+  nats: object,
+): string {
   const b64 = (v: object | Uint8Array) =>
     Buffer.from(v instanceof Uint8Array ? v : JSON.stringify(v)).toString('base64url');
   const header = b64({ typ: 'JWT', alg: 'ed25519-nkey' });

@@ -94,7 +94,7 @@ describe('KV and transactions on a 3-node cluster', () => {
     await running;
     console.log(
       `cluster kv: leader ${leader} killed with ${inFlightAtKill} transaction(s) in flight and ` +
-        `${committedAtKill}/80 committed; ${after.cluster?.leader} took over`,
+        `${committedAtKill}/80 committed; ${after?.cluster?.leader} took over`,
     );
 
     const [x, y] = (await kv.bulkGet<number>('ckv', ['x', 'y'], { retry })) as number[];
