@@ -285,6 +285,11 @@ export class BucketState {
     });
   }
 
+  /** Atomic publish is off on the stream (another client turned it off): `ensureAtomic` reads it again. */
+  forgetAtomic(): void {
+    this.#config = { ...this.#config, allow_atomic: false };
+  }
+
   /** The guard subject is missing from the stream (another client rewrote its config). */
   forgetGuards(): void {
     const guard = guardSubjectOf(this.name);

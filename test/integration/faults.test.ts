@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { describe, expect, it } from 'vitest';
 import {
@@ -12,6 +13,8 @@ import {
 import { startNatsCluster, startNatsServer } from '../../src/testing/index.js';
 import { freeze, thaw } from '../support/freeze.js';
 import { captureLogs } from '../support/log-capture.js';
+import { startTcpProxy } from '../support/tcp-proxy.js';
+import { waitForValue } from '../support/wait.js';
 
 const quiet = { logger: { level: 'silent' as const } };
 
@@ -24,52 +27,89 @@ async function connections(monitorPort: number | undefined, name: string): Promi
 describe('faults', () => {
   it('after a SIGKILL restart, writes resume as soon as the connection is back, not after the request timeout; no acked write is lost, no CAS write stored twice', async () => {
     await using server = await startNatsServer();
+    // The app talks through a relay: the acks of the writes in flight at the kill are lost on
+    // demand, not by chance (a bare SIGKILL hit a stored-but-unacknowledged write 1 run in 4).
+    await using proxy = await startTcpProxy(server.port);
     await using app = await ServiceManager.start({
       ...quiet,
       // A long request timeout: waiting for it would show as a 10 s stall.
-      nats: { servers: server.url, requestTimeoutMs: 10_000 },
+      nats: { servers: proxy.url, requestTimeoutMs: 10_000 },
     });
-    const kv = app.get(KVStoreService);
-    await kv.createBucket('resume', { history: 64 });
-    const b = await kv.bucket<number>('resume');
-    let revision = await b.put('counter', 0);
-    const casAcks: [number, number][] = []; // [time, value]
-    const putAcks: number[] = [];
-    let running = true;
-    const cas = (async () => {
-      for (let n = 1; running; n++) {
-        revision = await b.update('counter', n, revision);
-        casAcks.push([performance.now(), n]);
-      }
-    })();
-    const plain = (async () => {
-      for (let n = 0; running; n++) {
-        await b.put(`p${n}`, n);
-        putAcks.push(n);
-      }
-    })();
-    await sleep(300);
-    await server.stop({ signal: 'SIGKILL' });
-    await server.restart();
-    const back = performance.now();
-    while (!casAcks.some(([t]) => t > back) && performance.now() - back < 15_000) await sleep(5);
-    await sleep(300);
-    running = false;
-    await Promise.all([cas, plain]);
+    const observer = await connect({
+      servers: server.url,
+      reconnectTimeWait: 50,
+      maxReconnectAttempts: -1,
+    });
+    try {
+      const jsm = await jetstreamManager(observer);
+      // The counter as the server holds it; undefined while the server cannot answer.
+      const stored = () =>
+        jsm.streams
+          .getMessage('KV_resume', { last_by_subj: '$KV.resume.counter' })
+          .then((m) => m?.json<number>())
+          .catch(() => undefined);
+      const kv = app.get(KVStoreService);
+      await kv.createBucket('resume', { history: 64 });
+      const b = await kv.bucket<number>('resume');
+      let revision = await b.put('counter', 0);
+      // Every CAS write fits in the history (64), so the check below sees the whole chain,
+      // across the kill, not only what was written after it.
+      const CUT_AFTER = 10;
+      const TOTAL = 40;
+      const casAcks: [number, number][] = []; // [time, value]
+      const putAcks: number[] = [];
+      let running = true;
+      const cas = (async () => {
+        for (let n = 1; n <= TOTAL; n++) {
+          revision = await b.update('counter', n, revision);
+          casAcks.push([performance.now(), n]);
+          // Write n + 1 goes out next: the server stores it, its ack is lost.
+          if (n === CUT_AFTER) proxy.dropReplies();
+        }
+      })();
+      const plain = (async () => {
+        for (let n = 0; running; n++) {
+          await b.put(`p${n}`, n);
+          putAcks.push(n);
+        }
+      })();
+      // A failure below must not leave them rejecting unhandled.
+      cas.catch(() => undefined);
+      plain.catch(() => undefined);
+      // The fault happened: the server holds a CAS write whose ack the client never got.
+      await waitForValue(stored, (v) => v === CUT_AFTER + 1, 5_000, 'write 11 stored');
+      expect(casAcks.length).toBe(CUT_AFTER);
+      proxy.refuse();
+      await server.stop({ signal: 'SIGKILL' });
+      await server.restart();
+      // It survived the kill: the retry will meet it and must not call it a conflict.
+      expect(await waitForValue(stored, (v) => v !== undefined, 10_000, 'read after restart')).toBe(
+        CUT_AFTER + 1,
+      );
+      expect(casAcks.length).toBe(CUT_AFTER);
+      const back = performance.now();
+      proxy.admit();
+      await cas;
+      running = false;
+      await plain;
 
-    const resumedMs = (casAcks.find(([t]) => t > back)?.[0] ?? Number.POSITIVE_INFINITY) - back;
-    console.log(`writes resumed ${Math.round(resumedMs)} ms after the server was back`);
-    expect(resumedMs).toBeLessThan(3_000); // the request timeout is 10 s
-    // Every acknowledged CAS write is there once: consecutive values, none twice, none missing.
-    const last = casAcks.at(-1)?.[1] as number;
-    expect(await b.get('counter')).toBe(last);
-    const values = (await b.history('counter')).flatMap((c) => (c.type === 'put' ? [c.value] : []));
-    expect(values).toEqual(
-      Array.from({ length: values.length }, (_, i) => last - values.length + 1 + i),
-    );
-    // Every acknowledged plain put is readable.
-    const got = await b.bulkGet(putAcks.map((n) => `p${n}`));
-    expect(got).toEqual(putAcks);
+      const resumedMs = (casAcks.find(([t]) => t > back)?.[0] ?? Number.POSITIVE_INFINITY) - back;
+      console.log(`writes resumed ${Math.round(resumedMs)} ms after the server was back`);
+      expect(resumedMs).toBeLessThan(3_000); // the request timeout is 10 s
+      expect(proxy.accepted).toBeGreaterThanOrEqual(2); // the app reconnected
+      // Every acknowledged CAS write is there once: 0..TOTAL, none twice, none missing.
+      expect(casAcks.map(([, n]) => n)).toEqual(Array.from({ length: TOTAL }, (_, i) => i + 1));
+      expect(await b.get('counter')).toBe(TOTAL);
+      const values = (await b.history('counter')).flatMap((c) =>
+        c.type === 'put' ? [c.value] : [],
+      );
+      expect(values).toEqual(Array.from({ length: TOTAL + 1 }, (_, i) => i));
+      // Every acknowledged plain put is readable.
+      const got = await b.bulkGet(putAcks.map((n) => `p${n}`));
+      expect(got).toEqual(putAcks);
+    } finally {
+      await observer.close();
+    }
   });
 
   it('a compare-and-set stored by the server whose acknowledgement was lost succeeds on its retry, not a false conflict', async () => {
@@ -138,24 +178,41 @@ describe('faults', () => {
     await cluster.stop(1);
     await cluster.stop(2);
     const node = cluster.nodes[0] as (typeof cluster.nodes)[number];
+    const open = () => connections(node.monitorPort, 'leak-check');
+    // Until the lone node gives up its meta leadership (if it had it), JetStream still answers
+    // and the start would succeed, then be rolled back: not the path under test.
+    const metaLeader = () =>
+      fetch(`http://127.0.0.1:${node.monitorPort}/jsz`)
+        .then((r) => r.json() as Promise<{ meta_cluster?: { leader?: string } }>)
+        .then((j) => j.meta_cluster?.leader ?? '');
+    await waitForValue(metaLeader, (l) => l === '', 30_000, 'the lone node has no meta leader');
+    // The sibling fails only once the server shows the app's connection: the connection
+    // existed while the start ran (capability detection still retrying), so its absence after
+    // the failure means it was closed, not that it never opened.
+    let sawConnection: () => void = () => undefined;
+    const seen = new Promise<void>((resolve) => {
+      sawConnection = resolve;
+    });
     class FailsSoon implements Service {
       async start() {
-        await sleep(500);
+        await seen;
         throw new Error('sibling failed');
       }
     }
-    const err = await ServiceManager.start({
+    const starting = ServiceManager.start({
       ...quiet,
       services: [{ token: FailsSoon, useClass: FailsSoon }],
       nats: { servers: node.url, name: 'leak-check' },
     }).catch((e: unknown) => e);
-    expect(NatskitError.is(err)).toBe(true);
-    let open = await connections(node.monitorPort, 'leak-check');
-    for (let i = 0; open > 0 && i < 40; i++) {
-      await sleep(50);
-      open = await connections(node.monitorPort, 'leak-check');
+    try {
+      await waitForValue(open, (n) => n === 1, 10_000, 'the connection open during the start');
+    } finally {
+      sawConnection();
     }
-    expect(open).toBe(0);
+    const err = await starting;
+    expect(NatskitError.is(err)).toBe(true);
+    expect(await metaLeader()).toBe(''); // capability detection could not have finished
+    await waitForValue(open, (n) => n === 0, 2_000, 'the connection closed after the failed start');
   });
 
   it('a handed-in connection is neither closed nor watched after stop', async () => {

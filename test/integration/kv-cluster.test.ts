@@ -4,6 +4,7 @@ import { connect } from '@nats-io/transport-node';
 import { describe, expect, it } from 'vitest';
 import { KVStoreService, ServiceManager } from '../../src/index.js';
 import { startNatsCluster } from '../../src/testing/index.js';
+import { waitForValue, waitUntil } from '../support/wait.js';
 
 describe('KV and transactions on a 3-node cluster', () => {
   it("an R3 bucket keeps transactions exact, and its watch complete, in order and without duplicate, when the stream leader and then the watch consumer's node are killed", async () => {
@@ -30,11 +31,25 @@ describe('KV and transactions on a 3-node cluster', () => {
       },
     });
 
+    const observer = await connect({ servers: [...cluster.urls] });
+    const jsm = await jetstreamManager(observer);
+    const leader = (await jsm.streams.info('KV_ckv')).cluster?.leader ?? '';
+    const watchHost = async () => {
+      for await (const c of jsm.consumers.list('KV_ckv')) {
+        if (c.name.startsWith('natskit_watch_')) return c.cluster?.leader ?? '';
+      }
+      return '';
+    };
+    // Read before the writers start, so the kill follows the 20th commit at once.
+    const hostAtKill = await watchHost();
+
     // Two apps move units from y to x, 40 transactions each, while the leader dies.
     let committed = 0;
+    let inFlight = 0;
     const mover = async (service: KVStoreService, count: number) => {
       for (let i = 0; i < count; i++) {
         for (;;) {
+          inFlight++;
           try {
             await service.transaction<number>(
               'ckv',
@@ -51,36 +66,47 @@ describe('KV and transactions on a 3-node cluster', () => {
             // During the election reads and commits can find no leader for a moment; the
             // transaction was not applied (no responders / conflict), so it is safe to run again.
             if ((err as { code?: string }).code !== 'NATS_UNAVAILABLE') throw err;
-            await sleep(200);
+          } finally {
+            inFlight--;
           }
+          await sleep(200);
         }
       }
     };
     const running = Promise.all([mover(kv, 40), mover(b.get(KVStoreService), 40)]);
-    const ready = Date.now() + 20_000;
-    while ((committed < 20 || seen.length < 20) && Date.now() < ready) await sleep(10);
+    await waitUntil(() => committed >= 20 && seen.length >= 20, 20_000, '20 commits watched');
 
-    const observer = await connect({ servers: [...cluster.urls] });
-    const jsm = await jetstreamManager(observer);
-    const leader = (await jsm.streams.info('KV_ckv')).cluster?.leader ?? '';
-    const watchHost = async () => {
-      for await (const c of jsm.consumers.list('KV_ckv')) {
-        if (c.name.startsWith('natskit_watch_')) return c.cluster?.leader ?? '';
-      }
-      return '';
-    };
-    const hostAtKill = await watchHost();
     const killed = cluster.indexOf(leader);
+    expect(killed).toBeGreaterThanOrEqual(0); // the leader is known, and it is a node we run
+    // The kill lands while both apps are in the middle of their transactions.
+    const committedAtKill = committed;
+    const inFlightAtKill = inFlight;
     await cluster.stop(killed, { signal: 'SIGKILL' });
+    expect(inFlightAtKill).toBeGreaterThan(0);
+    expect(committedAtKill).toBeLessThan(80);
+    // Another node took over the stream while the transactions went on.
+    const after = await waitForValue(
+      () => jsm.streams.info('KV_ckv').catch(() => undefined),
+      (i) => Boolean(i?.cluster?.leader) && i?.cluster?.leader !== leader,
+      30_000,
+      'a new stream leader after the kill',
+    );
     await running;
+    console.log(
+      `cluster kv: leader ${leader} killed with ${inFlightAtKill} transaction(s) in flight and ` +
+        `${committedAtKill}/80 committed; ${after?.cluster?.leader} took over`,
+    );
 
     const [x, y] = (await kv.bulkGet<number>('ckv', ['x', 'y'], { retry })) as number[];
     expect(committed).toBe(80);
     expect(x).toBe(80);
     expect(y).toBe(-80); // nothing lost, nothing applied twice
-    const upTo = async (n: number) => {
-      for (const t0 = Date.now(); seen.length < n && Date.now() - t0 < 20_000; ) await sleep(50);
-    };
+    const upTo = (n: number) =>
+      waitUntil(
+        () => seen.length >= n,
+        20_000,
+        `the watch saw ${n} revisions (it saw ${seen.length})`,
+      );
     await upTo(80);
     console.log(
       `cluster watch: ${seen.length}/80 after the stream leader was killed ` +
@@ -92,13 +118,22 @@ describe('KV and transactions on a 3-node cluster', () => {
     // Second fault, aimed at the watch itself: bring the node back, then kill the node that
     // hosts the watch's consumer (one replica, memory) while another app keeps writing.
     await cluster.restart(killed);
-    for (const t0 = Date.now(); Date.now() - t0 < 30_000; await sleep(100)) {
-      const info = await jsm.streams.info('KV_ckv').catch(() => undefined);
-      const replicas = info?.cluster?.replicas ?? [];
-      if (info?.cluster?.leader && replicas.length === 2 && replicas.every((r) => r.current)) break;
-    }
+    await waitForValue(
+      () => jsm.streams.info('KV_ckv').catch(() => undefined),
+      (info) => {
+        const replicas = info?.cluster?.replicas ?? [];
+        return (
+          Boolean(info?.cluster?.leader) &&
+          replicas.length === 2 &&
+          replicas.every((r) => r.current)
+        );
+      },
+      30_000,
+      'the restarted node caught up (a leader and two current replicas)',
+    );
     const host = await watchHost();
     expect(host).toBeTruthy();
+    expect(cluster.indexOf(host)).toBeGreaterThanOrEqual(0);
     await cluster.stop(cluster.indexOf(host), { signal: 'SIGKILL' });
     await mover(b.get(KVStoreService), 20);
     await upTo(100);

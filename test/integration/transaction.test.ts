@@ -3,8 +3,15 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KVStoreService, type KvBucket, NatskitError, ServiceManager } from '../../src/index.js';
+import {
+  ConnectionService,
+  KVStoreService,
+  type KvBucket,
+  NatskitError,
+  ServiceManager,
+} from '../../src/index.js';
 import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
+import { waitUntil } from '../support/wait.js';
 
 const quiet = { logger: { level: 'silent' as const } };
 
@@ -383,10 +390,11 @@ describe('a client killed in the middle of a batch', () => {
 
 describe('a commit whose reply is lost', () => {
   it('is looked up before anything runs again: applied once, reported once', async () => {
+    const timeoutMs = 2_000; // the commit's deadline
     await using server = await startNatsServer();
     await using app = await ServiceManager.start({
       ...quiet,
-      nats: { servers: server.url, pingIntervalMs: 60_000 },
+      nats: { servers: server.url, pingIntervalMs: 60_000, requestTimeoutMs: timeoutMs },
     });
     const kv = app.get(KVStoreService);
     await kv.createBucket('lost');
@@ -395,22 +403,62 @@ describe('a commit whose reply is lost', () => {
       { key: 'b', value: 0 },
     ]);
     const pid = server.pid as number;
-    let runs = 0;
-    const result = await kv.transaction<number>('lost', async (tx) => {
-      runs++;
-      const [a, b] = await tx.getMany(['a', 'b']);
-      await tx.put('a', (a ?? 0) + 1);
-      await tx.put('b', (b ?? 0) + 1);
-      if (runs === 1) {
-        // Freeze the server: the commit is sent but not answered within the 5 s commit timeout.
-        process.kill(pid, 'SIGSTOP');
-        setTimeout(() => process.kill(pid, 'SIGCONT'), 5_500);
+    // When the commit left, and when the server's reply to it came: the reply must come after
+    // the commit's deadline, or no reply was lost and the lookup below never ran.
+    const nc = app.get(ConnectionService).nc;
+    const publish = nc.publish.bind(nc);
+    let commitAt: number | undefined;
+    let commitInbox: string | undefined;
+    let stoppedAt: number | undefined;
+    let continuedAt: number | undefined;
+    nc.publish = (subject, payload, options) => {
+      if (options?.headers?.get('Nats-Batch-Commit') === '1' && commitAt === undefined) {
+        commitAt = performance.now();
+        commitInbox = options.reply;
+        // The server wakes only once the commit's deadline has passed.
+        setTimeout(() => {
+          continuedAt = performance.now();
+          process.kill(pid, 'SIGCONT');
+        }, timeoutMs + 1_000);
       }
+      publish(subject, payload, options);
+    };
+    const observer = await connect({ servers: server.url });
+    let replyAt: number | undefined;
+    observer.subscribe('_INBOX.>', {
+      callback: (_err, m) => {
+        if (m.subject === commitInbox) replyAt = performance.now();
+      },
     });
-    expect(runs).toBe(1); // the function did not run again
-    expect(result.attempts).toBe(1);
-    expect(await kv.bulkGet('lost', ['a', 'b'])).toEqual([1, 1]); // applied exactly once
-    expect(result.revisions.a).toBe((await kv.getEntry('lost', 'a'))?.revision);
+    await observer.flush();
+    let runs = 0;
+    try {
+      const result = await kv.transaction<number>('lost', async (tx) => {
+        runs++;
+        const [a, b] = await tx.getMany(['a', 'b']);
+        await tx.put('a', (a ?? 0) + 1);
+        await tx.put('b', (b ?? 0) + 1);
+        if (runs === 1) {
+          // Freeze the server: the commit is sent but not answered within its deadline.
+          process.kill(pid, 'SIGSTOP');
+          stoppedAt = performance.now();
+        }
+      });
+      await waitUntil(() => replyAt !== undefined, 5_000, 'the observer saw the commit reply');
+      // The fault happened: the commit left while the server was frozen, and its reply came
+      // after the deadline the transaction waited for it.
+      expect(commitAt).toBeDefined();
+      expect(commitAt as number).toBeGreaterThan(stoppedAt as number);
+      expect(commitAt as number).toBeLessThan(continuedAt as number);
+      expect((replyAt as number) - (commitAt as number)).toBeGreaterThan(timeoutMs);
+      expect(runs).toBe(1); // the function did not run again
+      expect(result.attempts).toBe(1);
+      expect(await kv.bulkGet('lost', ['a', 'b'])).toEqual([1, 1]); // applied exactly once
+      expect(result.revisions.a).toBe((await kv.getEntry('lost', 'a'))?.revision);
+    } finally {
+      if (continuedAt === undefined) process.kill(pid, 'SIGCONT');
+      await observer.close();
+    }
   });
 });
 

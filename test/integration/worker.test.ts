@@ -3,7 +3,7 @@ import { RetentionPolicy } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { NatskitError, ServiceManager, StreamService } from '../../src/index.js';
 import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
-import { waitUntil } from '../support/wait.js';
+import { waitForValue, waitUntil } from '../support/wait.js';
 
 const quiet = { logger: { level: 'silent' as const } };
 
@@ -125,16 +125,28 @@ describe('workers', () => {
       consumer: 'slow',
       ackWaitMs: 1_000,
       fetchExpiresMs: 1_000,
+      // A second slot keeps a pull waiting the whole time: a redelivery after the 1 s ack wait
+      // would reach the handler at once, instead of racing the ack once the job is done.
+      concurrency: 2,
       handler: async (job) => {
         deliveries.push(job.deliveryCount);
         await sleep(2_500);
       },
     });
     worker.start();
-    const deadline = Date.now() + 8_000;
-    while (worker.stats.processed === 0 && Date.now() < deadline) await sleep(50);
-    expect(worker.stats.processed).toBe(1);
+    await waitUntil(() => worker.stats.processed === 1, 8_000);
+    // The ack is confirmed once the server holds nothing pending; then its counters are final.
+    const info = await waitForValue(
+      () => streams.jsm.consumers.info('SLOW', 'slow'),
+      (i) => i.num_ack_pending === 0,
+      5_000,
+      'the ack of the slow job confirmed',
+    );
     expect(deliveries).toEqual([1]);
+    // The server delivered the job once and never redelivered it.
+    expect(info.delivered.consumer_seq).toBe(1);
+    expect(info.num_redelivered).toBe(0);
+    expect(worker.stats).toMatchObject({ processed: 1, ackFailures: 0 });
   });
 
   it('stop naks unfinished jobs at the drain deadline so a second worker completes them at once', async () => {

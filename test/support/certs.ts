@@ -3,11 +3,16 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-/** A throwaway CA and a server certificate for 127.0.0.1, made with the openssl CLI. */
+/**
+ * A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (for mutual TLS),
+ * all signed by the CA, made with the openssl CLI.
+ */
 export interface TestCertificates extends Disposable {
   readonly caFile: string;
   readonly certFile: string;
   readonly keyFile: string;
+  readonly clientCertFile: string;
+  readonly clientKeyFile: string;
 }
 
 export function makeTestCertificates(): TestCertificates {
@@ -47,10 +52,28 @@ export function makeTestCertificates(): TestCertificates {
     '-extfile',
     f('ext.cnf'),
   );
+  ssl('req', ...ec, '-keyout', f('client.key'), '-out', f('client.csr'), '-subj', '/CN=natskit');
+  ssl(
+    'x509',
+    '-req',
+    '-in',
+    f('client.csr'),
+    '-CA',
+    f('ca.pem'),
+    '-CAkey',
+    f('ca.key'),
+    '-CAcreateserial',
+    '-out',
+    f('client.pem'),
+    '-days',
+    '1',
+  );
   return {
     caFile: f('ca.pem'),
     certFile: f('server.pem'),
     keyFile: f('server.key'),
+    clientCertFile: f('client.pem'),
+    clientKeyFile: f('client.key'),
     [Symbol.dispose]: () => rmSync(dir, { recursive: true, force: true }),
   };
 }

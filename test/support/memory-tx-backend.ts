@@ -106,6 +106,7 @@ export class MemoryTxBackend implements TxBackend<number> {
   async ensureAtomic(): Promise<void> {}
   async ensureGuards(): Promise<void> {}
   forgetGuards(): void {}
+  forgetAtomic(): void {}
   async writeOne(
     key: string,
     data: Uint8Array | null,

@@ -25,6 +25,8 @@ export interface TxBackend<T> {
   ensureGuards(what: string): Promise<void>;
   /** The guard subject was found missing from the stream: the next `ensureGuards` adds it again. */
   forgetGuards(): void;
+  /** The stream refused atomic publish: the next `ensureAtomic` turns it on again. */
+  forgetAtomic(): void;
   /** A single compare-and-set write (works on every server). */
   writeOne(key: string, data: Uint8Array | null, revision: number | undefined): Promise<number>;
   publishBatch(messages: readonly BatchMessage[]): Promise<BatchAck>;
@@ -46,6 +48,7 @@ export function txBackend<T>(handle: TypedBucket<T>): TxBackend<T> {
     ensureAtomic: (what) => s.ensureAtomic(what),
     ensureGuards: (what) => s.ensureGuards(what),
     forgetGuards: () => s.forgetGuards(),
+    forgetAtomic: () => s.forgetAtomic(),
     writeOne: (key, data, revision) =>
       data === null
         ? s.write(key, new Uint8Array(0), [[OPERATION, 'DEL']], { revision })

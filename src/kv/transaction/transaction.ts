@@ -168,6 +168,14 @@ async function commit<T>(
       // the guard subject. The next attempt adds it again.
       b.forgetGuards();
       throw conflict(b.bucket, [], 1, err);
+    } else if (
+      NatskitError.is(err, 'CAPABILITY_MISSING') &&
+      err.details?.apiCode === ApiCode.AtomicPublishDisabled
+    ) {
+      // Nothing stored: another client turned atomic publish off after this process turned it
+      // on. The next attempt turns it on again, as a fresh start of this process would.
+      b.forgetAtomic();
+      throw conflict(b.bucket, [], 1, err);
     } else {
       throw err;
     }
