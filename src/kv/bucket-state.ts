@@ -1,13 +1,7 @@
-import type {
-  JetStreamClient,
-  JetStreamManager,
-  StoredMsg,
-  StreamConfig,
-} from '@nats-io/jetstream';
-import { type NatsConnection, nuid } from '@nats-io/transport-node';
-import type { Logger } from 'pino';
+import type { StoredMsg, StreamConfig } from '@nats-io/jetstream';
+import { nuid } from '@nats-io/transport-node';
 import { describeValue } from '../config/validate.js';
-import type { Capabilities, Feature } from '../connection/capabilities.js';
+import type { Feature } from '../connection/capabilities.js';
 import { requireFeature } from '../connection/capabilities.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import {
@@ -20,7 +14,7 @@ import {
 import { type HeaderList, headerBytes, msgHeaders } from '../jetstream/headers.js';
 import { isPublishNoResponders } from '../jetstream/no-stream.js';
 import type { KvMetrics } from '../metrics/metrics.js';
-import { type RetryCounter, type RetryOptions, withRetry } from '../retry/retry.js';
+import { withRetry } from '../retry/retry.js';
 import { keySpaceOf, readOnlyError } from './bucket-topology.js';
 import { guardSubjectOf, RESERVED_PREFIX, streamOf, subjectOf } from './names.js';
 import type { KvCallOptions } from './types.js';
