@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type { JsMsg } from '@nats-io/jetstream';
-import type { MsgHdrs, NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { NatskitError } from '../errors/natskit-error.js';
 import type { WorkerMetrics } from '../metrics/metrics.js';

@@ -11,6 +11,7 @@ import {
   ServiceManager,
 } from '../../src/index.js';
 import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
+import { freeze, thaw } from '../support/freeze.js';
 import { waitUntil } from '../support/wait.js';
 
 const quiet = { logger: { level: 'silent' as const } };
@@ -418,7 +419,7 @@ describe('a commit whose reply is lost', () => {
         // The server wakes only once the commit's deadline has passed.
         setTimeout(() => {
           continuedAt = performance.now();
-          process.kill(pid, 'SIGCONT');
+          thaw(pid);
         }, timeoutMs + 1_000);
       }
       publish(subject, payload, options);
@@ -440,7 +441,7 @@ describe('a commit whose reply is lost', () => {
         await tx.put('b', (b ?? 0) + 1);
         if (runs === 1) {
           // Freeze the server: the commit is sent but not answered within its deadline.
-          process.kill(pid, 'SIGSTOP');
+          await freeze(pid);
           stoppedAt = performance.now();
         }
       });
@@ -456,7 +457,7 @@ describe('a commit whose reply is lost', () => {
       expect(await kv.bulkGet('lost', ['a', 'b'])).toEqual([1, 1]); // applied exactly once
       expect(result.revisions.a).toBe((await kv.getEntry('lost', 'a'))?.revision);
     } finally {
-      if (continuedAt === undefined) process.kill(pid, 'SIGCONT');
+      if (continuedAt === undefined) thaw(pid);
       await observer.close();
     }
   });

@@ -3,6 +3,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ServiceManager, StreamService } from '../../src/index.js';
 import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
+import { freeze, thaw } from '../support/freeze.js';
 import { waitForValue, waitUntil } from '../support/wait.js';
 
 const quiet = { logger: { level: 'silent' as const } };
@@ -180,7 +181,7 @@ describe('a worker on a frozen server', () => {
     await waitUntil(() => done.length === 1, 10_000, 'the first job');
     expect(worker.stats.fetchErrors).toBe(0);
     const pid = server.pid as number;
-    process.kill(pid, 'SIGSTOP');
+    await freeze(pid);
     const stoppedAt = performance.now();
     let frozenMs = 0;
     try {
@@ -191,7 +192,7 @@ describe('a worker on a frozen server', () => {
       );
       frozenMs = performance.now() - stoppedAt;
     } finally {
-      process.kill(pid, 'SIGCONT');
+      thaw(pid);
     }
     // Three periods of silence since the last heartbeat, which came at most one period before
     // the freeze.
