@@ -54,6 +54,7 @@ export async function detectCapabilities(
   nc: NatsConnection,
   timeoutMs: number,
   signal?: AbortSignal,
+  apiPrefix = '$JS.API',
 ): Promise<Capabilities> {
   const info = nc.info;
   let jetstream = info?.jetstream === true;
@@ -61,7 +62,7 @@ export async function detectCapabilities(
   if (jetstream) {
     const body = await withRetry(
       async () => {
-        const reply = await nc.request('$JS.API.INFO', undefined, { timeout: timeoutMs });
+        const reply = await nc.request(`${apiPrefix}.INFO`, undefined, { timeout: timeoutMs });
         const parsed = reply.json<{
           api?: { level?: number };
           error?: { code?: number; err_code?: number };

@@ -18,6 +18,7 @@ import { InFlightRequests } from './in-flight.js';
 import {
   CONNECTION_OPTIONS,
   type ConnectionOptions,
+  jetstreamApiPrefix,
   redactUrl,
   resolveConnectionOptions,
   toClientOptions,
@@ -104,6 +105,11 @@ export class ConnectionService implements Service {
     return this.#options.requestTimeoutMs;
   }
 
+  /** The subject prefix of the JetStream API (`$JS.API`, or the configured domain's). */
+  get jetstreamApiPrefix(): string {
+    return jetstreamApiPrefix(this.#options);
+  }
+
   /** How the connection ended, once stopped. */
   get closeResult(): CloseResult | undefined {
     return this.#closeResult;
@@ -178,7 +184,12 @@ export class ConnectionService implements Service {
     try {
       signal.throwIfAborted();
       this.#statusLoop = this.#follow(nc);
-      this.#capabilities = await detectCapabilities(nc, o.requestTimeoutMs, signal);
+      this.#capabilities = await detectCapabilities(
+        nc,
+        o.requestTimeoutMs,
+        signal,
+        jetstreamApiPrefix(o),
+      );
     } catch (err) {
       // The manager only stops services that started: a start failing after the connect (its
       // signal aborted by a failing sibling, say) must release what it holds itself.
@@ -248,7 +259,12 @@ export class ConnectionService implements Service {
 
   async #redetect(nc: NatsConnection): Promise<void> {
     try {
-      this.#capabilities = await detectCapabilities(nc, this.#options.requestTimeoutMs);
+      this.#capabilities = await detectCapabilities(
+        nc,
+        this.#options.requestTimeoutMs,
+        undefined,
+        jetstreamApiPrefix(this.#options),
+      );
       this.#log.info(
         { version: this.#capabilities.serverVersion, apiLevel: this.#capabilities.apiLevel },
         'reconnected to another server; capabilities read again',

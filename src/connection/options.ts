@@ -87,6 +87,16 @@ export interface ConnectionOptions {
   readonly waitForFirstConnect?: boolean;
   /** An existing connection to use; natskit never closes it. */
   readonly connection?: NatsConnection;
+  /**
+   * The JetStream domain to use (a leaf node using its hub's JetStream, say): every JetStream API
+   * request goes to `$JS.<domain>.API`. Not with `jetstreamApiPrefix`. @defaultValue none
+   */
+  readonly jetstreamDomain?: string;
+  /**
+   * The subject prefix of the JetStream API, for an account that imports it under another name.
+   * Not with `jetstreamDomain`. @defaultValue '$JS.API'
+   */
+  readonly jetstreamApiPrefix?: string;
 }
 
 /** Token of the connection options, bound by the ServiceManager when `options.nats` is given. */
@@ -130,6 +140,8 @@ const CONNECTION_KEYS = knownKeys<ConnectionOptions>({
   requestTimeoutMs: true,
   waitForFirstConnect: true,
   connection: true,
+  jetstreamDomain: true,
+  jetstreamApiPrefix: true,
 });
 const TLS_KEYS = knownKeys<ConnectionTlsOptions>({
   caFile: true,
@@ -253,6 +265,7 @@ export function resolveConnectionOptions(
       `must be an integer (-1 for unlimited), got ${describeValue(options.maxReconnectAttempts)}`,
     );
   }
+  checkJetStreamApi(options);
   if ((options.user === undefined) !== (options.password === undefined)) {
     throw invalid(
       options.user === undefined ? 'user' : 'password',
@@ -332,4 +345,28 @@ export function toClientOptions(
     client.tls = tls;
   }
   return client;
+}
+
+/** The subject prefix of the JetStream API these options ask for (`$JS.API` by default). */
+export function jetstreamApiPrefix(options: ConnectionOptions): string {
+  if (options.jetstreamDomain !== undefined) return `$JS.${options.jetstreamDomain}.API`;
+  return options.jetstreamApiPrefix ?? '$JS.API';
+}
+
+function checkJetStreamApi(options: ConnectionOptions): void {
+  const { jetstreamDomain: domain, jetstreamApiPrefix: prefix } = options;
+  if (domain !== undefined && prefix !== undefined)
+    throw invalid('jetstreamDomain', 'and nats.jetstreamApiPrefix cannot both be given');
+  // A domain is one subject token; a prefix is tokens without wildcards (the API's subjects are
+  // built by appending to it).
+  if (domain !== undefined && (typeof domain !== 'string' || !/^[^\s.*>]+$/.test(domain)))
+    throw invalid('jetstreamDomain', `must be one subject token, got ${describeValue(domain)}`);
+  if (
+    prefix !== undefined &&
+    (typeof prefix !== 'string' || !/^[^\s.*>]+(\.[^\s.*>]+)*$/.test(prefix))
+  )
+    throw invalid(
+      'jetstreamApiPrefix',
+      `must be a subject without wildcards, got ${describeValue(prefix)}`,
+    );
 }

@@ -9,6 +9,7 @@ import { NatskitError } from '../errors/natskit-error.js';
 import { NotConnectedError, RequestInterruptedError } from '../retry/retry.js';
 import { TIMED_OUT, withDeadline } from '../timing/deadline.js';
 import { ApiCode } from './api-errors.js';
+import { DEFAULT_API_PREFIX, writeSubject } from './domain.js';
 import { headerBytes } from './headers.js';
 
 /** One message of an atomic batch. */
@@ -43,6 +44,8 @@ export interface BatchOptions {
    * unknown at once, instead of after `timeoutMs`.
    */
   readonly resilient?: <R>(send: () => Promise<R>) => Promise<R>;
+  /** The JetStream API prefix: through a domain, KV subjects are sent under it. */
+  readonly apiPrefix?: string;
   /** @internal test seam: runs after every message but the commit is published. */
   readonly beforeCommit?: () => Promise<void>;
 }
@@ -135,17 +138,18 @@ export async function publishAtomicBatch(
     for await (const m of sub) return m;
     return undefined;
   })();
+  const to = (m: BatchMessage) => writeSubject(options.apiPrefix ?? DEFAULT_API_PREFIX, m.subject);
   const send = async () => {
     for (let i = 0; i < last; i++) {
       const m = messages[i] as BatchMessage;
-      nc.publish(m.subject, m.data, { headers: header(m, i) });
+      nc.publish(to(m), m.data, { headers: header(m, i) });
     }
     if (options.beforeCommit) {
       await nc.flush();
       await options.beforeCommit();
     }
     const m = messages[last] as BatchMessage;
-    nc.publish(m.subject, m.data, { headers: header(m, last), reply: inbox });
+    nc.publish(to(m), m.data, { headers: header(m, last), reply: inbox });
     return withDeadline(reply, timeoutMs);
   };
   // Sent on a live connection only: the client drops what is published while it is down.

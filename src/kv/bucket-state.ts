@@ -21,6 +21,7 @@ import type { KvCallOptions } from './types.js';
 
 export type { KvContext, WriteOptions } from './bucket-context.js';
 
+import { writeSubject } from '../jetstream/domain.js';
 import type { KvContext, WriteOptions } from './bucket-context.js';
 
 /** A bucket seen through a codec: what bulk calls and transactions work on. */
@@ -307,7 +308,7 @@ export class BucketState {
     if (h.length === 0 && o.ttl === undefined && o.revision === undefined) {
       // The hot path: a plain put carries no header at all.
       this.checkSize(key, data.length, 0);
-      const subject = subjectOf(this.name, key);
+      const subject = writeSubject(this.ctx.js.apiPrefix, subjectOf(this.name, key));
       const opts = { timeout: this.ctx.requestTimeoutMs };
       return (await this.call(`write ${key}`, () => this.ctx.js.publish(subject, data, opts), o))
         .seq;
@@ -334,7 +335,7 @@ export class BucketState {
     this.checkSize(key, data.length, headerBytes(list));
     const mh = msgHeaders(list);
     const opts = { timeout: this.ctx.requestTimeoutMs, ...(mh ? { headers: mh } : {}) };
-    const subject = subjectOf(this.name, key);
+    const subject = writeSubject(this.ctx.js.apiPrefix, subjectOf(this.name, key));
     let attempts = 0;
     try {
       const ack = await this.call(

@@ -152,6 +152,7 @@ export async function bulkPut<T>(
         timeoutMs: state.ctx.requestTimeoutMs,
         maxMessageBytes: limit,
         resilient: state.ctx.resilient,
+        apiPrefix: state.ctx.js.apiPrefix,
       });
       chunk.forEach((v, j) => {
         results[v.i] = { key: v.key, ok: true, revision: ack.firstSeq + j };

@@ -80,8 +80,9 @@ export class StreamService implements Service {
   async start(): Promise<void> {
     const nc = this.#connection.nc;
     const timeout = this.#connection.requestTimeoutMs;
-    this.#js = jetstream(nc, { timeout });
-    this.#jsm = await jetstreamManager(nc, { checkAPI: false, timeout });
+    const apiPrefix = this.#connection.jetstreamApiPrefix;
+    this.#js = jetstream(nc, { timeout, apiPrefix });
+    this.#jsm = await jetstreamManager(nc, { checkAPI: false, timeout, apiPrefix });
   }
 
   /**

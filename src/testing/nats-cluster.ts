@@ -25,6 +25,7 @@ export interface NatsClusterOptions extends Omit<NatsServerOptions, 'serverName'
 const CLUSTER_KEYS = knownKeys<NatsClusterOptions>({
   version: true,
   jetstream: true,
+  jetstreamDomain: true,
   auth: true,
   tls: true,
   extraConfig: true,

@@ -147,7 +147,10 @@ export class NatsServerProcess implements NatsServerHandle {
       'http: "127.0.0.1:-1"',
       `ports_file_dir: ${quote(this.#dir)}`,
     ];
-    if (o.jetstream ?? true) lines.push(`jetstream { store_dir: ${quote(this.storeDir)} }`);
+    if (o.jetstream ?? true) {
+      const domain = o.jetstreamDomain === undefined ? '' : `, domain: ${quote(o.jetstreamDomain)}`;
+      lines.push(`jetstream { store_dir: ${quote(this.storeDir)}${domain} }`);
+    }
     if (o.auth && 'token' in o.auth) lines.push(`authorization { token: ${quote(o.auth.token)} }`);
     if (o.auth && 'user' in o.auth) {
       lines.push(

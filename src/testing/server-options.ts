@@ -1,4 +1,10 @@
-import { checkKnownKeys, checkOptionsObject, knownKeys } from '../config/validate.js';
+import {
+  checkKnownKeys,
+  checkOptionsObject,
+  describeValue,
+  knownKeys,
+} from '../config/validate.js';
+import { NatskitError } from '../errors/natskit-error.js';
 import type { NatsServerVersion } from './server-binary.js';
 
 /** Credentials the test server demands from clients. */
@@ -24,6 +30,11 @@ export interface NatsServerOptions {
   readonly binary?: string;
   /** Enable JetStream. @defaultValue true */
   readonly jetstream?: boolean;
+  /**
+   * The JetStream domain (`jetstream { domain }`): its API is then also served at
+   * `$JS.<domain>.API`, as a leaf node's is. @defaultValue none
+   */
+  readonly jetstreamDomain?: string;
   /** Require these credentials from clients. */
   readonly auth?: NatsServerAuth;
   /** Serve TLS with these files. */
@@ -50,6 +61,7 @@ const SERVER_KEYS = knownKeys<NatsServerOptions>({
   version: true,
   binary: true,
   jetstream: true,
+  jetstreamDomain: true,
   auth: true,
   tls: true,
   serverName: true,
@@ -81,6 +93,14 @@ export function checkHarnessOptions(
   checkOptionsObject(`${where}.tls`, o?.tls, TLS_KEYS);
   if (typeof o?.auth === 'object' && o.auth !== null)
     checkKnownKeys(`${where}.auth`, o.auth, 'token' in o.auth ? TOKEN_KEYS : USER_KEYS);
+  const domain = o?.jetstreamDomain;
+  if (domain !== undefined && (typeof domain !== 'string' || !/^[A-Za-z0-9_-]+$/.test(domain))) {
+    throw new NatskitError(
+      'INVALID_OPTIONS',
+      `${where}.jetstreamDomain must be letters, digits, '-' or '_', got ${describeValue(domain)}`,
+      { details: { field: 'jetstreamDomain' } },
+    );
+  }
 }
 
 /** Throws `INVALID_OPTIONS` when stop or restart options have an unknown field. */

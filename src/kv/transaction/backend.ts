@@ -58,6 +58,7 @@ export function txBackend<T>(handle: TypedBucket<T>): TxBackend<T> {
         timeoutMs: s.ctx.requestTimeoutMs,
         maxMessageBytes: s.maxMessageBytes,
         resilient: s.ctx.resilient,
+        apiPrefix: s.ctx.js.apiPrefix,
       }),
   };
 }
