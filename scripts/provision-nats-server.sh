@@ -88,7 +88,7 @@ find_binary() {
   command -v nats-server >/dev/null 2>&1 && candidates+=("$(command -v nats-server)")
   if [ -d "$cache" ]; then
     while IFS= read -r candidate; do candidates+=("$candidate"); done \
-      < <(find "$cache" -mindepth 2 -maxdepth 2 -name nats-server -type f 2>/dev/null | sort -rV)
+      < <(find "$cache/" -mindepth 2 -maxdepth 2 -name nats-server -type f 2>/dev/null | sort -rV)
   fi
   for candidate in "${candidates[@]}"; do
     [ -x "$candidate" ] || continue
