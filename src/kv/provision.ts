@@ -135,3 +135,14 @@ async function applyDrift(
   c.log.info({ bucket: name, fields: diff.map((d) => d.field) }, 'bucket config updated');
   return updated.config;
 }
+
+/** Whether two opens ask for the same provisioning (then the second reuses the first). */
+export function sameProvision(
+  a: { readonly drift?: DriftPolicy; readonly provision?: BucketConfig },
+  b: { readonly drift?: DriftPolicy; readonly provision?: BucketConfig },
+): boolean {
+  return (
+    a.drift === b.drift &&
+    JSON.stringify(a.provision ?? null) === JSON.stringify(b.provision ?? null)
+  );
+}

@@ -14,7 +14,8 @@ function provisionPromtool(): { bin?: string; why?: string } {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    return { bin: out.trim().split(' ')[1] };
+    const bin = out.trim().split(' ')[1];
+    return bin ? { bin } : { why: `no path in its output: ${out}` };
   } catch (err) {
     return { why: String((err as { stderr?: unknown } | null)?.stderr ?? err).trim() };
   }
