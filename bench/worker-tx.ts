@@ -3,7 +3,8 @@
 // reference, one single-key updateWith (compare-and-set, no batch) and one plain put per job on
 // the file bucket. Concurrency 16, WORKER_TX_JOBS jobs
 // (default 3000) queued on a file stream before the worker starts; jobs/s of the median round
-// (BENCH_ROUNDS, default 3; the three kinds interleaved in each round).
+// (BENCH_ROUNDS, default 3; the kinds interleaved in each round). WORKER_TX_CONCURRENCY changes
+// the concurrency.
 // Run: npm run bench (or npm run build, then node bench/worker-tx.ts)
 import { KVStoreService, RetentionPolicy, ServiceManager, StreamService } from 'natskit';
 import { startNatsServer } from 'natskit/testing';
@@ -12,7 +13,9 @@ import { waitFor } from './queue-side.ts';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const jobs = Number(process.env.WORKER_TX_JOBS ?? 3_000);
-const concurrency = 16;
+const concurrency = Number(process.env.WORKER_TX_CONCURRENCY ?? 16);
+/** WORKER_TX_ONLY='memory' runs the kinds whose name contains it. */
+const only = process.env.WORKER_TX_ONLY;
 const KINDS = [
   'transaction, file bucket',
   'transaction, memory bucket',
@@ -81,6 +84,7 @@ async function main(): Promise<void> {
     for (let k = 0; k < KINDS.length; k++) {
       // Each round starts with a different kind, so none always runs on a warmer process.
       const kind = (k + r) % KINDS.length;
+      if (only && !KINDS[kind]?.includes(only)) continue;
       perKind[kind]?.push(await once(handlers[kind] as (i: number) => Promise<unknown>));
     }
   }
@@ -89,6 +93,7 @@ async function main(): Promise<void> {
   );
   KINDS.forEach((name, k) => {
     const xs = perKind[k] ?? [];
+    if (xs.length === 0) return;
     console.log(
       `  ${name.padEnd(28)} ${Math.round(median(xs))} (${Math.round(Math.min(...xs))}-${Math.round(Math.max(...xs))})`,
     );
