@@ -109,6 +109,33 @@ const docs = [
     .filter((f) => f.endsWith('.md'))
     .map((f) => `docs/${f}`),
 ];
+// A heading that gives its block's length ("## A service in 23 lines") must be right, and so must
+// the index's "N-line service" that points at the quickstart's.
+let lengthsWrong = false;
+const sized = new Map();
+for (const doc of docs) {
+  const lines = readFileSync(join(root, doc), 'utf8').split('\n');
+  lines.forEach((l, i) => {
+    const m = /^#+ .* in (\d+) lines$/.exec(l);
+    if (!m) return;
+    const start = lines.findIndex((x, j) => j > i && x.startsWith('```ts'));
+    const end = lines.findIndex((x, j) => j > start && x.trim() === '```');
+    const n = end - start - 1;
+    sized.set(doc, n);
+    if (start < 0 || n !== Number(m[1])) {
+      lengthsWrong = true;
+      console.error(`${doc}:${i + 1}: the heading says ${m[1]} lines, its block has ${n}`);
+    }
+  });
+}
+const indexClaim = /(\d+)-line service/.exec(readFileSync(join(root, 'docs', 'README.md'), 'utf8'));
+if (indexClaim && Number(indexClaim[1]) !== sized.get('docs/quickstart.md')) {
+  lengthsWrong = true;
+  console.error(
+    `docs/README.md: says a ${indexClaim[1]}-line service, the quickstart's has ${sized.get('docs/quickstart.md')}`,
+  );
+}
+
 const origin = new Map();
 /** The complete programs: file name and how to run it. */
 const programs = [];
@@ -156,6 +183,7 @@ for (const [label, tsc] of [
     }
   }
 }
+if (lengthsWrong) failed = true;
 if (!(await runPrograms())) failed = true;
 process.exit(failed ? 1 : 0);
 
