@@ -6,8 +6,9 @@
 // then also run, each against a fresh nats-server of natskit/testing (its URL in NATS_URL, which
 // those snippets read) in an empty working folder, within RUN_TIMEOUT_MS: a non-zero exit, a
 // signal or the time limit fails the check. `ts run` runs the file as a user would, `node app.ts`
-// (Node's type stripping); `ts run tsc` compiles it with TypeScript first (decorators). Exit 1 on
-// any error, naming the document and the block's line.
+// (Node's type stripping); `ts run tsc` compiles it with TypeScript first (decorators). A heading
+// that states its block's length ("in 23 lines") is checked too. Exit 1 on any error, naming the
+// document and the block's line.
 // Usage: node scripts/check-snippets.mjs
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
