@@ -13,8 +13,8 @@
 # else ~/.cache/natskit/nats-server ($XDG_CACHE_HOME) when natskit is installed as a dependency;
 # binaries land in <cache>/<version>/nats-server, which is where natskit/testing looks for them.
 #
-# Usage: scripts/provision-nats-server.sh [modern] [compat]   (default: both)
-#        npx natskit-provision [modern] [compat]              (in a project that depends on natskit)
+# Usage: scripts/provision-nats-server.sh [modern] [compat] [--help]   (default: both)
+#        npx natskit-provision [modern] [compat] [--help]   (in a project that depends on natskit)
 # Prints one line per kind: "<kind> <version> <path>".
 set -euo pipefail
 
@@ -23,7 +23,7 @@ self="$(readlink -f "${BASH_SOURCE[0]}")"
 root="$(cd "$(dirname "$self")/.." && pwd)"
 # In natskit's own checkout the cache is the git-ignored .nats-server/; installed as a dependency,
 # the user's cache (natskit/testing looks in both).
-if [ -d "$root/.git" ]; then
+if [ -e "$root/.git" ]; then # a directory, or a file in a git worktree
   default_cache="$root/.nats-server"
 else
   default_cache="${XDG_CACHE_HOME:-$HOME/.cache}/natskit/nats-server"
@@ -31,10 +31,36 @@ fi
 cache="${NATSKIT_SERVER_CACHE:-$default_cache}"
 compat_suite="${NATSKIT_COMPAT_SUITE:-bookworm}"
 modern_suites="${NATSKIT_MODERN_SUITES:-testing unstable}"
-kinds=("$@")
-[ "${#kinds[@]}" -gt 0 ] || kinds=(modern compat)
-
 log() { echo "provision-nats-server: $*" >&2; }
+
+usage() {
+  cat <<USAGE
+Usage: natskit-provision [modern] [compat]      (npx natskit-provision in your project)
+       scripts/provision-nats-server.sh [modern] [compat]   (in natskit's checkout)
+
+Finds or fetches the nats-server binaries natskit/testing starts.
+  modern  nats-server 2.12 or newer: NATS_SERVER_BIN, then PATH, then the cache; else the newest
+          nats-server package of Debian's testing/unstable suites is fetched.
+  compat  nats-server 2.9.x, for compatibility tests: NATS_SERVER_COMPAT_BIN, then PATH, then the
+          cache; else Debian bookworm's 2.9.10 package is fetched.
+With no kind, both: a plain call fetches the modern server and the 2.9 compat server.
+Fetching needs apt and a Debian mirror in the machine's apt sources; it installs nothing
+system-wide and leaves the machine's apt configuration untouched.
+Cache: $cache
+       (NATSKIT_SERVER_CACHE overrides; binaries land in <cache>/<version>/nats-server)
+Prints one line per kind: "<kind> <version> <path>".
+USAGE
+}
+
+kinds=()
+for arg in "$@"; do
+  case "$arg" in
+    -h | --help) usage; exit 0 ;;
+    modern | compat) kinds+=("$arg") ;;
+    *) log "unknown argument '$arg'"; usage >&2; exit 2 ;;
+  esac
+done
+[ "${#kinds[@]}" -gt 0 ] || kinds=(modern compat)
 
 # "2.15.1" from a binary, or nothing when it does not run.
 binary_version() {
@@ -62,7 +88,7 @@ find_binary() {
   command -v nats-server >/dev/null 2>&1 && candidates+=("$(command -v nats-server)")
   if [ -d "$cache" ]; then
     while IFS= read -r candidate; do candidates+=("$candidate"); done \
-      < <(find "$cache" -mindepth 2 -maxdepth 2 -name nats-server -type f 2>/dev/null | sort -rV)
+      < <(find "$cache/" -mindepth 2 -maxdepth 2 -name nats-server -type f 2>/dev/null | sort -rV)
   fi
   for candidate in "${candidates[@]}"; do
     [ -x "$candidate" ] || continue
@@ -119,10 +145,6 @@ mkdir -p "$cache"
 status=0
 missing=()
 for kind in "${kinds[@]}"; do
-  case "$kind" in
-    modern | compat) ;;
-    *) log "unknown kind '$kind' (modern or compat)"; exit 2 ;;
-  esac
   if found=$(find_binary "$kind"); then echo "$kind $found"; else missing+=("$kind"); fi
 done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -27,7 +27,7 @@ candidates=()
 command -v redis-server >/dev/null 2>&1 && candidates+=("$(command -v redis-server)")
 if [ -d "$cache" ]; then
   while IFS= read -r c; do candidates+=("$c"); done \
-    < <(find "$cache" -mindepth 2 -maxdepth 2 -name redis-server -type f 2>/dev/null | sort -rV)
+    < <(find "$cache/" -mindepth 2 -maxdepth 2 -name redis-server -type f 2>/dev/null | sort -rV)
 fi
 for c in "${candidates[@]}"; do
   [ -x "$c" ] || continue

@@ -14,6 +14,7 @@ import type { BucketConfig, DriftPolicy } from './bucket-config.js';
 import { BucketState, type KvContext } from './bucket-state.js';
 import { resolveCodec } from './codec.js';
 import { streamOf, validateBucket } from './names.js';
+import { openMeasured } from './open-measured.js';
 import {
   type BucketOptions,
   checkBucketOptions,
@@ -218,15 +219,20 @@ export class KVStoreService implements Service {
 
   // ---- the handle's methods, bucket first ----
 
+  /** The handle of the bucket-first call `op`; a bucket that fails to open counts as that call. */
+  #on<T = unknown>(bucket: string, op: string): Promise<KvBucket<T>> {
+    return openMeasured(this.#measure, bucket, op, () => this.bucket<T>(bucket));
+  }
+
   async get<T = unknown>(bucket: string, key: string, options?: KvCallOptions): Promise<T | null> {
-    return await (await this.bucket<T>(bucket)).get(key, options);
+    return await (await this.#on<T>(bucket, 'get')).get(key, options);
   }
   async getEntry<T = unknown>(
     bucket: string,
     key: string,
     options?: KvCallOptions,
   ): Promise<KvEntry<T> | null> {
-    return await (await this.bucket<T>(bucket)).getEntry(key, options);
+    return await (await this.#on<T>(bucket, 'get')).getEntry(key, options);
   }
   async put<T = unknown>(
     bucket: string,
@@ -234,7 +240,7 @@ export class KVStoreService implements Service {
     value: T,
     options?: KvPutOptions,
   ): Promise<number> {
-    return await (await this.bucket<T>(bucket)).put(key, value, options);
+    return await (await this.#on<T>(bucket, 'put')).put(key, value, options);
   }
   async create<T = unknown>(
     bucket: string,
@@ -242,7 +248,7 @@ export class KVStoreService implements Service {
     value: T,
     options?: Omit<KvPutOptions, 'revision'>,
   ): Promise<number> {
-    return await (await this.bucket<T>(bucket)).create(key, value, options);
+    return await (await this.#on<T>(bucket, 'create')).create(key, value, options);
   }
   async update<T = unknown>(
     bucket: string,
@@ -251,23 +257,23 @@ export class KVStoreService implements Service {
     revision: number,
     options?: Omit<KvPutOptions, 'revision'>,
   ): Promise<number> {
-    return await (await this.bucket<T>(bucket)).update(key, value, revision, options);
+    return await (await this.#on<T>(bucket, 'update')).update(key, value, revision, options);
   }
   /** Deletes a key; `true` when it was live, `false` when it was already absent. */
   async delete(bucket: string, key: string, options?: KvDeleteOptions): Promise<boolean> {
-    return await (await this.bucket(bucket)).delete(key, options);
+    return await (await this.#on(bucket, 'delete')).delete(key, options);
   }
   async purge(bucket: string, key: string, options?: KvDeleteOptions): Promise<void> {
-    await (await this.bucket(bucket)).purge(key, options);
+    await (await this.#on(bucket, 'purge')).purge(key, options);
   }
   async keys(bucket: string, filter?: string): Promise<string[]> {
-    return await (await this.bucket(bucket)).keys(filter);
+    return await (await this.#on(bucket, 'keys')).keys(filter);
   }
   async getAll<T = unknown>(bucket: string, filter?: string): Promise<Map<string, T>> {
-    return await (await this.bucket<T>(bucket)).getAll(filter);
+    return await (await this.#on<T>(bucket, 'get_all')).getAll(filter);
   }
   async history<T = unknown>(bucket: string, key: string): Promise<KvChange<T>[]> {
-    return await (await this.bucket<T>(bucket)).history(key);
+    return await (await this.#on<T>(bucket, 'history')).history(key);
   }
   async watch<T = unknown>(
     bucket: string,
@@ -281,21 +287,21 @@ export class KVStoreService implements Service {
     keys: readonly string[],
     options?: KvCallOptions,
   ): Promise<(T | null)[]> {
-    return await (await this.bucket<T>(bucket)).bulkGet(keys, options);
+    return await (await this.#on<T>(bucket, 'bulk_get')).bulkGet(keys, options);
   }
   async bulkPut<T = unknown>(
     bucket: string,
     entries: readonly BulkPutEntry<T>[],
     options?: KvCallOptions,
   ): Promise<BulkResult[]> {
-    return await (await this.bucket<T>(bucket)).bulkPut(entries, options);
+    return await (await this.#on<T>(bucket, 'bulk_put')).bulkPut(entries, options);
   }
   async bulkDelete(
     bucket: string,
     keys: readonly string[],
     options?: KvCallOptions,
   ): Promise<BulkResult[]> {
-    return await (await this.bucket(bucket)).bulkDelete(keys, options);
+    return await (await this.#on(bucket, 'bulk_delete')).bulkDelete(keys, options);
   }
   async healthCheck(bucket: string): Promise<KvBucketHealth> {
     return await (await this.bucket(bucket)).healthCheck();
@@ -312,7 +318,7 @@ export class KVStoreService implements Service {
     fn: (tx: Tx<T>) => Promise<R> | R,
     options?: TxOptions,
   ): Promise<TxResult<R>> {
-    return await (await this.bucket<T>(bucket)).transaction(fn, options);
+    return await (await this.#on<T>(bucket, 'transaction')).transaction(fn, options);
   }
   /** Compare-and-set loop on one key (every server version); see {@link KvBucket.updateWith}. */
   async updateWith<T = unknown>(
@@ -321,7 +327,7 @@ export class KVStoreService implements Service {
     fn: (current: T | null) => T | Promise<T>,
     options?: TxOptions,
   ): Promise<{ value: T; revision: number; attempts: number }> {
-    return await (await this.bucket<T>(bucket)).updateWith(key, fn, options);
+    return await (await this.#on<T>(bucket, 'update_with')).updateWith(key, fn, options);
   }
 
   // ---- state calls on the default bucket ----

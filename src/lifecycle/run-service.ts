@@ -61,6 +61,8 @@ export async function startService(
 ): Promise<void> {
   const service = node.name;
   const timeoutMs = node.registration.startTimeoutMs ?? ctx.startTimeoutMs;
+  // Creating the instance is part of its start (a service without start() is started then).
+  const t0 = performance.now();
   let instance: Service;
   try {
     instance = ctx.container.get(node.registration.token) as Service;
@@ -76,13 +78,13 @@ export async function startService(
   }
   if (typeof instance?.start !== 'function') {
     ctx.started({ node, instance });
+    ctx.logger.info({ service, ms: Math.round(performance.now() - t0) }, 'service started');
     return;
   }
   const ac = new AbortController();
   const onLevelAbort = () => ac.abort(levelSignal.reason);
   levelSignal.addEventListener('abort', onLevelAbort, { once: true });
   if (levelSignal.aborted) onLevelAbort();
-  const t0 = performance.now();
   const pending = Promise.resolve().then(() => instance.start?.(ac.signal));
   try {
     const outcome = await withDeadline(pending, timeoutMs);
@@ -148,7 +150,10 @@ export async function stopService(
   logger: Logger,
 ): Promise<void> {
   const service = s.node.name;
-  if (typeof s.instance?.stop !== 'function') return;
+  if (typeof s.instance?.stop !== 'function') {
+    logger.info({ service, ms: 0, why }, 'service stopped');
+    return;
+  }
   const t0 = performance.now();
   const pending = Promise.resolve().then(() => s.instance.stop?.());
   try {

@@ -1,8 +1,9 @@
-import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { checkKnownKeys, describeValue, knownKeys } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { thrownProperty } from '../errors/thrown.js';
 import { LeanHistogram } from './histogram.js';
+import { registerProcessMetrics } from './process-metrics.js';
 
 /** Options of `ServiceManager.start({ metrics })`. */
 export interface MetricsOptions {
@@ -139,7 +140,7 @@ const SECONDS = [
 export function createMetrics(options: MetricsOptions = {}): Metrics {
   const registry = new Registry();
   if (options.defaultLabels) registry.setDefaultLabels({ ...options.defaultLabels });
-  if (options.processMetrics ?? true) collectDefaultMetrics({ register: registry });
+  if (options.processMetrics ?? true) registerProcessMetrics(registry);
   const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) =>
     new Counter<L>({ name, help, labelNames, registers: [registry] });
   const histogram = (name: string, help: string, labelNames: string[]) =>

@@ -146,6 +146,22 @@ describe('metrics', () => {
     expect(text).not.toContain('process_cpu');
   });
 
+  it('counts a bucket-first call on a missing bucket, with its error code (it was not counted)', async () => {
+    const kv = app.get(KVStoreService);
+    await expect(kv.get('nowhere', 'k')).rejects.toMatchObject({ code: 'KV_BUCKET_NOT_FOUND' });
+    await expect(kv.transaction('nowhere', async () => undefined)).rejects.toMatchObject({
+      code: 'KV_BUCKET_NOT_FOUND',
+    });
+    const { text } = await scrape(app);
+    const count = 'natskit_kv_operation_duration_seconds_count';
+    const op = (o: string) => ({ bucket: 'nowhere', op: o, outcome: 'kv_bucket_not_found' });
+    expect(sample(text, count, op('get'))).toBe(1);
+    expect(sample(text, count, op('transaction'))).toBe(1);
+    // An invalid bucket name never becomes a label.
+    await expect(kv.get('no spaces', 'k')).rejects.toMatchObject({ code: 'INVALID_BUCKET' });
+    expect((await scrape(app)).text).not.toContain('no spaces');
+  });
+
   it('counts worker jobs processed, failed, terminated and redelivered, with durations', async () => {
     const streams = app.get(StreamService);
     await streams.ensureStream({

@@ -61,6 +61,19 @@ describe('logging', () => {
     for (const secret of SECRETS) expect(out.text()).not.toContain(secret);
   });
 
+  it('logs the start and stop of a service without start() or stop() too, with ms (KVStoreService logged none)', async () => {
+    const out = captureLogs();
+    const Plain = createToken<object>('Plain');
+    const manager = await ServiceManager.start({
+      logger: { level: 'info', destination: out.stream },
+      services: [{ token: Plain, useValue: {} }],
+    });
+    await manager.stop();
+    const lines = out.lines().filter((l) => l.service === 'Plain');
+    expect(lines.map((l) => l.msg)).toEqual(['service started', 'service stopped']);
+    for (const l of lines) expect(typeof l.ms).toBe('number');
+  });
+
   it('adds the redaction to a logger the user passes in', async () => {
     const out = captureLogs();
     const manager = await ServiceManager.start({
