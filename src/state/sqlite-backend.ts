@@ -7,6 +7,7 @@ import type { HealthCheckResult } from '../lifecycle/service.js';
 import type { RawEntry, StateBackend } from './backend.js';
 import { DEFAULT_STATE_BUCKET } from './nats-backend.js';
 import { keyMatcher, literalPrefix, SqliteWatcher } from './sqlite-watch.js';
+import { SqliteGroupWriter } from './sqlite-writer.js';
 import type { SqliteStateOptions, StateChange, StateWatcher } from './types.js';
 
 const SCHEMA_VERSION = 1;
@@ -82,6 +83,13 @@ export class SqliteStateBackend implements StateBackend {
   #st: Statements | undefined;
   #nextExpiry = Number.POSITIVE_INFINITY;
   #timer: NodeJS.Timeout | undefined;
+  readonly #writer = new SqliteGroupWriter(
+    () => {
+      if (!this.#db) throw new NatskitError('INVALID_STATE', 'the SQLite state store is closed');
+      return this.#db;
+    },
+    (what, err) => storageError(what, err, this.#o.path),
+  );
 
   constructor(options: SqliteStateOptions, logger: Logger) {
     this.#o = options;
@@ -246,29 +254,33 @@ export class SqliteStateBackend implements StateBackend {
     const now = Date.now();
     this.#sweep(now);
     const expires = ttlMs === undefined ? null : now + ttlMs;
-    const written = this.#tx('put', () => {
-      const row = this.#s.row.get(key) as Row | undefined;
-      const current = row?.revision ?? 0;
-      if (revision !== undefined && (revision === 0 ? row?.op === 'PUT' : current !== revision)) {
-        throw conflict(key, revision, current);
-      }
-      const next = this.#nextRevision();
-      this.#s.upsert.run(key, next, 'PUT', json, now, expires);
-      return next;
-    });
-    if (expires !== null && expires < this.#nextExpiry) {
-      this.#nextExpiry = expires;
-      this.#arm();
-    }
-    this.#emit({
-      type: 'put',
-      key,
-      value: json,
-      revision: written,
-      created: new Date(now),
-      initial: false,
-    });
-    return written;
+    return await this.#writer.run(
+      () => {
+        const row = this.#s.row.get(key) as Row | undefined;
+        const current = row?.revision ?? 0;
+        if (revision !== undefined && (revision === 0 ? row?.op === 'PUT' : current !== revision)) {
+          throw conflict(key, revision, current);
+        }
+        const next = this.#nextRevision();
+        this.#s.upsert.run(key, next, 'PUT', json, now, expires);
+        return next;
+      },
+      (written) => {
+        if (expires !== null && expires < this.#nextExpiry) {
+          this.#nextExpiry = expires;
+          this.#arm();
+        }
+        if (this.#watchers.size === 0) return;
+        this.#emit({
+          type: 'put',
+          key,
+          value: json,
+          revision: written,
+          created: new Date(now),
+          initial: false,
+        });
+      },
+    );
   }
 
   async get(key: string): Promise<RawEntry | null> {
@@ -280,18 +292,22 @@ export class SqliteStateBackend implements StateBackend {
   async delete(key: string, revision: number | undefined): Promise<boolean> {
     const now = Date.now();
     this.#sweep(now);
-    const written = this.#tx('delete', () => {
-      const row = this.#s.row.get(key) as Row | undefined;
-      const current = row?.revision ?? 0;
-      if (revision !== undefined && current !== revision) throw conflict(key, revision, current);
-      if (row?.op !== 'PUT') return undefined; // already absent: nothing to write
-      const next = this.#nextRevision();
-      this.#s.upsert.run(key, next, 'DEL', null, now, null);
-      return next;
-    });
-    if (written === undefined) return false;
-    this.#emit({ type: 'delete', key, revision: written, created: new Date(now), initial: false });
-    return true;
+    const written = await this.#writer.run(
+      () => {
+        const row = this.#s.row.get(key) as Row | undefined;
+        const current = row?.revision ?? 0;
+        if (revision !== undefined && current !== revision) throw conflict(key, revision, current);
+        if (row?.op !== 'PUT') return undefined; // already absent: nothing to write
+        const next = this.#nextRevision();
+        this.#s.upsert.run(key, next, 'DEL', null, now, null);
+        return next;
+      },
+      (done) => {
+        if (done === undefined || this.#watchers.size === 0) return;
+        this.#emit({ type: 'delete', key, revision: done, created: new Date(now), initial: false });
+      },
+    );
+    return written !== undefined;
   }
 
   async watch(
@@ -338,6 +354,7 @@ export class SqliteStateBackend implements StateBackend {
   }
 
   async stop(): Promise<void> {
+    this.#writer.flush(); // writes already asked for are committed, not dropped
     await Promise.allSettled([...this.#watchers].map((w) => w.stop()));
     clearTimeout(this.#timer);
     this.#st = undefined;
