@@ -26,7 +26,7 @@ INSERT OR IGNORE INTO natskit_meta (name, value) VALUES ('schema', ${SCHEMA_VERS
 `;
 
 type Statements = Record<
-  'row' | 'next' | 'upsert' | 'due' | 'soonest' | 'scan' | 'revision',
+  'row' | 'head' | 'save' | 'upsert' | 'due' | 'soonest' | 'scan' | 'revision',
   StatementSync
 >;
 
@@ -83,12 +83,16 @@ export class SqliteStateBackend implements StateBackend {
   #st: Statements | undefined;
   #nextExpiry = Number.POSITIVE_INFINITY;
   #timer: NodeJS.Timeout | undefined;
+  /** The last revision given out, and the last one committed: the file is this process's alone. */
+  #revision = 0;
+  #savedRevision = 0;
   readonly #writer = new SqliteGroupWriter(
     () => {
       if (!this.#db) throw new NatskitError('INVALID_STATE', 'the SQLite state store is closed');
       return this.#db;
     },
     (what, err) => storageError(what, err, this.#o.path),
+    { beforeCommit: () => this.#saveRevision(), settled: (ok) => this.#settleRevision(ok) },
   );
 
   constructor(options: SqliteStateOptions, logger: Logger) {
@@ -139,9 +143,8 @@ export class SqliteStateBackend implements StateBackend {
     this.#db = db;
     this.#st = {
       row: db.prepare('SELECT * FROM natskit_state WHERE key = ?'),
-      next: db.prepare(
-        "UPDATE natskit_meta SET value = value + 1 WHERE name = 'revision' RETURNING value",
-      ),
+      head: db.prepare('SELECT revision, op FROM natskit_state WHERE key = ?'),
+      save: db.prepare("UPDATE natskit_meta SET value = ? WHERE name = 'revision'"),
       upsert: db.prepare(
         `INSERT INTO natskit_state (key, revision, op, value, created, expires)
          VALUES (?, ?, ?, ?, ?, ?)
@@ -159,6 +162,8 @@ export class SqliteStateBackend implements StateBackend {
       ),
       revision: db.prepare("SELECT value FROM natskit_meta WHERE name = 'revision'"),
     };
+    this.#revision = Number((this.#st.revision.get() as { value: number }).value);
+    this.#savedRevision = this.#revision;
     this.#nextExpiry = 0; // whatever expired while the store was closed goes now
     this.#sweep(Date.now());
   }
@@ -179,9 +184,12 @@ export class SqliteStateBackend implements StateBackend {
     }
     try {
       const result = fn();
+      this.#saveRevision();
       db.exec('COMMIT');
+      this.#settleRevision(true);
       return result;
     } catch (err) {
+      this.#settleRevision(false);
       try {
         db.exec('ROLLBACK');
       } catch {
@@ -191,8 +199,22 @@ export class SqliteStateBackend implements StateBackend {
     }
   }
 
-  #nextRevision(): number {
-    return Number((this.#s.next.get() as { value: number }).value);
+  /** Stores `row` under the next revision; the counter moves only once the row is written. */
+  #write(key: string, op: Row['op'], json: string | null, now: number, expires: number | null) {
+    const next = this.#revision + 1;
+    this.#s.upsert.run(key, next, op, json, now, expires);
+    this.#revision = next;
+    return next;
+  }
+
+  /** The counter goes to the file once per transaction, just before its COMMIT. */
+  #saveRevision(): void {
+    if (this.#revision !== this.#savedRevision) this.#s.save.run(this.#revision);
+  }
+
+  #settleRevision(committed: boolean): void {
+    if (committed) this.#savedRevision = this.#revision;
+    else this.#revision = this.#savedRevision;
   }
 
   #emit(change: StateChange<string>): void {
@@ -205,8 +227,7 @@ export class SqliteStateBackend implements StateBackend {
     const purged = this.#tx('expire', () => {
       const out: StateChange<string>[] = [];
       for (const { key } of this.#s.due.all(now) as { key: string }[]) {
-        const revision = this.#nextRevision();
-        this.#s.upsert.run(key, revision, 'PURGE', null, now, null);
+        const revision = this.#write(key, 'PURGE', null, now, null);
         out.push({ type: 'purge', key, revision, created: new Date(now), initial: false });
       }
       return out;
@@ -256,14 +277,12 @@ export class SqliteStateBackend implements StateBackend {
     const expires = ttlMs === undefined ? null : now + ttlMs;
     return await this.#writer.run(
       () => {
-        const row = this.#s.row.get(key) as Row | undefined;
+        const row = this.#s.head.get(key) as Pick<Row, 'revision' | 'op'> | undefined;
         const current = row?.revision ?? 0;
         if (revision !== undefined && (revision === 0 ? row?.op === 'PUT' : current !== revision)) {
           throw conflict(key, revision, current);
         }
-        const next = this.#nextRevision();
-        this.#s.upsert.run(key, next, 'PUT', json, now, expires);
-        return next;
+        return this.#write(key, 'PUT', json, now, expires);
       },
       (written) => {
         if (expires !== null && expires < this.#nextExpiry) {
@@ -294,13 +313,11 @@ export class SqliteStateBackend implements StateBackend {
     this.#sweep(now);
     const written = await this.#writer.run(
       () => {
-        const row = this.#s.row.get(key) as Row | undefined;
+        const row = this.#s.head.get(key) as Pick<Row, 'revision' | 'op'> | undefined;
         const current = row?.revision ?? 0;
         if (revision !== undefined && current !== revision) throw conflict(key, revision, current);
         if (row?.op !== 'PUT') return undefined; // already absent: nothing to write
-        const next = this.#nextRevision();
-        this.#s.upsert.run(key, next, 'DEL', null, now, null);
-        return next;
+        return this.#write(key, 'DEL', null, now, null);
       },
       (done) => {
         if (done === undefined || this.#watchers.size === 0) return;

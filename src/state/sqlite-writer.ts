@@ -28,6 +28,16 @@ function control(db: DatabaseSync): Control {
   return c;
 }
 
+type Outcome = { ok: true; value: unknown } | { ok: false; err: unknown };
+
+/** What the store does around each transaction of the writer. */
+export interface WriterHooks {
+  /** Runs inside the transaction, after its writes, before COMMIT (a throw fails the group). */
+  readonly beforeCommit: () => void;
+  /** The transaction committed (`true`) or was rolled back (`false`). */
+  readonly settled: (committed: boolean) => void;
+}
+
 /** A group's writes beyond this many are committed in the next group: keeps a commit short. */
 const MAX_GROUP = 1_000;
 
@@ -47,6 +57,7 @@ export class SqliteGroupWriter {
   constructor(
     private readonly db: () => DatabaseSync,
     private readonly failure: (what: string, err: unknown) => NatskitError,
+    private readonly hooks: WriterHooks,
   ) {}
 
   /**
@@ -85,25 +96,27 @@ export class SqliteGroupWriter {
       for (const p of group) p.reject(e);
       return;
     }
-    const outcomes: ({ ok: true; value: unknown } | { ok: false; err: unknown })[] = [];
-    for (const p of group) {
-      // One savepoint per write: a failed one is undone without touching the others.
+    let outcomes: Outcome[];
+    if (group.length === 1) {
+      // Alone in its group: the transaction is its savepoint.
+      const p = group[0] as Pending;
       try {
-        c.savepoint.run();
-        const value = p.op();
-        c.release.run();
-        outcomes.push({ ok: true, value });
+        outcomes = [{ ok: true, value: p.op() }];
       } catch (err) {
-        outcomes.push({ ok: false, err: NatskitError.is(err) ? err : this.failure('write', err) });
         try {
-          c.undo.run();
-          c.release.run();
+          db.exec('ROLLBACK');
         } catch {
-          // SQLite may have rolled the whole transaction back (e.g. SQLITE_FULL): COMMIT says so
+          // already rolled back by SQLite
         }
+        this.hooks.settled(false);
+        p.reject(NatskitError.is(err) ? err : this.failure('write', err));
+        return;
       }
+    } else {
+      outcomes = group.map((p) => this.#member(p, c));
     }
     try {
+      this.hooks.beforeCommit();
       c.commit.run();
     } catch (err) {
       try {
@@ -111,10 +124,12 @@ export class SqliteGroupWriter {
       } catch {
         // a failed COMMIT may have rolled back already
       }
+      this.hooks.settled(false);
       const e = this.failure('commit', err);
       for (const p of group) p.reject(e);
       return;
     }
+    this.hooks.settled(true);
     group.forEach((p, i) => {
       const o = outcomes[i];
       if (o?.ok) {
@@ -124,5 +139,23 @@ export class SqliteGroupWriter {
         p.reject(o?.err);
       }
     });
+  }
+
+  /** Runs one write of a group in a savepoint of its own: a failed one is undone alone. */
+  #member(p: Pending, c: Control): Outcome {
+    try {
+      c.savepoint.run();
+      const value = p.op();
+      c.release.run();
+      return { ok: true, value };
+    } catch (err) {
+      try {
+        c.undo.run();
+        c.release.run();
+      } catch {
+        // SQLite may have rolled the whole transaction back (e.g. SQLITE_FULL): COMMIT says so
+      }
+      return { ok: false, err: NatskitError.is(err) ? err : this.failure('write', err) };
+    }
   }
 }

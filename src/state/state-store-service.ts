@@ -79,7 +79,10 @@ export class StateStoreService implements StateStore, Service {
     validateKey(key, this.#backend.keyScope);
     checkRevision(options.revision);
     checkTtl(options.ttlMs);
-    const checked = await validate(options.schema, value, { key, direction: 'write' });
+    // No schema, no await: the write path stays short (the SQLite store groups a turn's writes).
+    const checked = options.schema
+      ? await validate(options.schema, value, { key, direction: 'write' })
+      : value;
     assertJsonSafe(checked);
     return await this.#backend.put(key, JSON.stringify(checked), options.revision, options.ttlMs);
   }
@@ -190,5 +193,7 @@ async function decode<T>(
       { cause: err, details: { key, revision: raw.revision } },
     );
   }
-  return await validate(schema, value, { key, revision: raw.revision, direction: 'read' });
+  return schema
+    ? await validate(schema, value, { key, revision: raw.revision, direction: 'read' })
+    : (value as T);
 }
