@@ -133,6 +133,7 @@ async function main(): Promise<void> {
     await using _w = await sqlite.watchState('job.>', () => undefined);
     record('watched p50', median(await sequential(sqlite, N)));
     record('tput watched', await throughput(sqlite, 16));
+    record('cpu watched', lastCpuPerWrite);
   }
   await nc.close();
   await rm(dir, { recursive: true, force: true });
@@ -188,7 +189,7 @@ async function main(): Promise<void> {
   }
   console.log('');
   console.log(
-    `SQLite (normal) with one watcher on every key: setState p50 ${m('watched p50').toFixed(3)} ms, 16 writers ${m('tput watched').toFixed(0)}/s (without: ${m(`tput 16 ${stores[1]?.[0]}`).toFixed(0)}/s)`,
+    `SQLite (normal) with one watcher on every key: setState p50 ${m('watched p50').toFixed(3)} ms, 16 writers ${m('tput watched').toFixed(0)}/s, ${m('cpu watched').toFixed(1)} us CPU a write (without: ${m(`tput 16 ${stores[1]?.[0]}`).toFixed(0)}/s, ${m(`cpu 16 ${stores[1]?.[0]}`).toFixed(1)} us)`,
   );
 }
 
