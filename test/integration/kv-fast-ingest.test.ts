@@ -124,3 +124,41 @@ describe('bulkPut through fast ingest (nats-server 2.14+) and without it (2.9)',
       expect(r.ok && r.revision).toBe((await kv.getEntry('full', r.key))?.revision);
   }, 60_000);
 });
+
+describe('bulkPut through fast ingest when the server stops answering', () => {
+  it('a server paused mid-batch (SIGSTOP past the request timeout): no key is lost, none reported stored that is not', async () => {
+    await using server = await startNatsServer();
+    await using app = await ServiceManager.start({
+      ...quiet,
+      nats: { servers: server.url, requestTimeoutMs: 1_000 },
+    });
+    const kv = app.get(KVStoreService);
+    await kv.createBucket('paused', { history: 1 });
+    const nc = await connect({ servers: server.url });
+    const jsm = await jetstreamManager(nc);
+    const entries = Array.from({ length: 30_000 }, (_, i) => ({ key: `k${i}`, value: i }));
+    const put = kv.bulkPut('paused', entries, { retry: { retries: 20, maxDelayMs: 500 } });
+    // Paused once part of the batch is stored; resumed after the batch's ack deadline passed.
+    while ((await jsm.streams.info('KV_paused')).state.messages < 1_000) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const pid = server.pid as number;
+    process.kill(pid, 'SIGSTOP');
+    await new Promise((r) => setTimeout(r, 1_500));
+    process.kill(pid, 'SIGCONT');
+    const results = await put;
+    expect(results.map(shape)).toEqual(entries.map(() => 'ok'));
+    expect(
+      await kv.bulkGet(
+        'paused',
+        entries.map((e) => e.key),
+      ),
+    ).toEqual(entries.map((e) => e.value));
+    const sample = results.filter((_, i) => i % 499 === 0);
+    for (const r of sample) {
+      const current = (await kv.getEntry('paused', r.key))?.revision ?? 0;
+      expect(r.ok && r.revision, r.key).toBeLessThanOrEqual(current);
+    }
+    await nc.close();
+  }, 90_000);
+});
