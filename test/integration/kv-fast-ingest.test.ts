@@ -125,6 +125,34 @@ describe('bulkPut through fast ingest (nats-server 2.14+) and without it (2.9)',
   }, 60_000);
 });
 
+describe('bulkPut through fast ingest with per-key TTL', () => {
+  it('entries with a TTL expire (the Nats-TTL header travels in the fast batch); the others stay', async () => {
+    await using server = await startNatsServer();
+    await using app = await ServiceManager.start({ ...quiet, nats: { servers: server.url } });
+    const kv = app.get(KVStoreService);
+    await kv.createBucket('ttl', { history: 1, perKeyTtl: true });
+    const entries = Array.from({ length: 200 }, (_, i) => ({
+      key: `k${i}`,
+      value: i,
+      ...(i % 2 === 0 ? { ttlMs: 1_000 } : {}),
+    }));
+    const results = await kv.bulkPut('ttl', entries);
+    expect(results.map(shape)).toEqual(entries.map(() => 'ok'));
+    const nc = await connect({ servers: server.url });
+    const config = (await (await jetstreamManager(nc)).streams.info('KV_ttl')).config;
+    await nc.close();
+    expect(config.allow_batched).toBe(true);
+    const keys = entries.map((e) => e.key);
+    const deadline = Date.now() + 10_000;
+    let values = await kv.bulkGet('ttl', keys);
+    while (values.some((v, i) => i % 2 === 0 && v !== null) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      values = await kv.bulkGet('ttl', keys);
+    }
+    expect(values).toEqual(entries.map((e, i) => (i % 2 === 0 ? null : e.value)));
+  }, 30_000);
+});
+
 describe('bulkPut through fast ingest when the server stops answering', () => {
   it('a server paused mid-batch (SIGSTOP past the request timeout): no key is lost, none reported stored that is not', async () => {
     await using server = await startNatsServer();
