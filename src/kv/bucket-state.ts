@@ -234,26 +234,27 @@ export class BucketState {
 
   /** Turns on per-key TTL (a one-way stream flag) the first time it is needed. */
   async ensureTtl(): Promise<void> {
-    const what = `a per-key TTL on bucket ${this.name}`;
-    this.assertWritable(what);
-    requireFeature(this.ctx.capabilities(), 'perKeyTtl', what);
-    await this.#mutate(
-      what,
-      'perKeyTtl',
-      (c) => (c.allow_msg_ttl ? undefined : { allow_msg_ttl: true }),
-      (c) => c.allow_msg_ttl === true,
-    );
+    await this.ensureFlag(`a per-key TTL on bucket ${this.name}`, 'perKeyTtl', 'allow_msg_ttl');
   }
 
   /** Turns on atomic publish the first time it is needed. */
   async ensureAtomic(what: string): Promise<void> {
+    await this.ensureFlag(what, 'atomicBatch', 'allow_atomic');
+  }
+
+  /** Turns on a stream flag of `feature` the first time it is needed; the server must keep it. */
+  async ensureFlag(
+    what: string,
+    feature: Feature,
+    field: 'allow_msg_ttl' | 'allow_atomic' | 'allow_batched',
+  ): Promise<void> {
     this.assertWritable(what);
-    requireFeature(this.ctx.capabilities(), 'atomicBatch', what);
+    requireFeature(this.ctx.capabilities(), feature, what);
     await this.#mutate(
       what,
-      'atomicBatch',
-      (c) => (c.allow_atomic ? undefined : { allow_atomic: true }),
-      (c) => c.allow_atomic === true,
+      feature,
+      (c) => (c[field] ? undefined : { [field]: true }),
+      (c) => c[field] === true,
     );
   }
 

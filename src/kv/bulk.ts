@@ -7,7 +7,9 @@ import {
   publishAtomicBatch,
   worstCaseBytes,
 } from '../jetstream/atomic-batch.js';
+import { headerBytes } from '../jetstream/headers.js';
 import type { BucketState, TypedBucket } from './bucket-state.js';
+import { FAST_INGEST_MIN, fastBulkPut, fastIngestReady } from './bulk-fast.js';
 import { isAbsent, OPERATION } from './headers.js';
 import { keyOf, subjectOf, validateStoredKey } from './names.js';
 import { checkBulkEntry } from './options.js';
@@ -100,9 +102,12 @@ export async function bulkGet<T>(
 }
 
 /**
- * Writes many keys, one result per entry: invalid entries fail alone. Atomic batches of up to
- * 1000 where the bucket allows them (several times the throughput of single puts); a batch that
- * fails, and a value too large to travel in a batch, are written one by one.
+ * Writes many keys, one result per entry: invalid entries fail alone. On nats-server >= 2.14 one
+ * fast-ingest batch (stored as it streams in, paced by the server; see `bulk-fast.ts` for how
+ * each key gets its revision), elsewhere atomic batches of up to 1000 where the bucket allows
+ * them; both several times the throughput of single puts. A key a batch did not store for
+ * certain (refused, lost, a batch that failed, a value too large to travel in one) is written
+ * alone, so its result is what a put of it gives.
  */
 export async function bulkPut<T>(
   b: TypedBucket<T>,
@@ -112,7 +117,6 @@ export async function bulkPut<T>(
   const { state } = b;
   state.assertOpen('bulk put');
   const results = new Array<BulkResult>(entries.length);
-  type Valid = { i: number; key: string; data: Uint8Array; ttl: string | undefined };
   const valid: Valid[] = [];
   for (const [i, e] of entries.entries()) {
     try {
@@ -132,16 +136,37 @@ export async function bulkPut<T>(
       results[v.i] = { key: v.key, ok: false, error: asNatskit(err) };
     }
   };
-  if (!(state.config.allow_atomic && state.ctx.capabilities().features.atomicBatch)) {
-    await pool(valid, WINDOW, single);
-    return results;
-  }
   const message = (v: Valid) => ({
     subject: subjectOf(state.name, v.key),
     data: v.data,
     ...(v.ttl ? { headers: { 'Nats-TTL': v.ttl, 'Nats-Rollup': 'sub' } } : {}),
   });
   const limit = state.maxMessageBytes;
+  if (valid.length >= FAST_INGEST_MIN && (await fastIngestReady(state))) {
+    const fits = (v: Valid) => {
+      const m = message(v);
+      return m.data.length + headerBytes(Object.entries(m.headers ?? {})) <= limit;
+    };
+    const batch = valid.filter(fits);
+    const revisions = await fastBulkPut(
+      state,
+      batch.map((v) => ({ key: v.key, message: message(v) })),
+    );
+    batch.forEach((v, j) => {
+      const revision = revisions[j];
+      if (revision !== undefined) results[v.i] = { key: v.key, ok: true, revision };
+    });
+    await writeAlone(
+      valid.filter((v) => results[v.i] === undefined),
+      valid,
+      single,
+    );
+    return results;
+  }
+  if (!(state.config.allow_atomic && state.ctx.capabilities().features.atomicBatch)) {
+    await pool(valid, WINDOW, single);
+    return results;
+  }
   const batchable: Valid[] = [];
   const alone: Valid[] = [];
   for (const v of valid) (worstCaseBytes(message(v)) <= limit ? batchable : alone).push(v);
@@ -169,6 +194,31 @@ export async function bulkPut<T>(
   }
   await pool(alone, WINDOW, single);
   return results;
+}
+
+type Valid = { i: number; key: string; data: Uint8Array; ttl: string | undefined };
+
+/**
+ * Writes `left` (entries a batch did not store) one by one, and with each of them every later
+ * entry of the same key again, in entry order: the key ends with the value of its last entry, as
+ * it would have had the batch stored them all. Different keys go in parallel.
+ */
+async function writeAlone(
+  left: readonly Valid[],
+  all: readonly Valid[],
+  single: (v: Valid) => Promise<void>,
+): Promise<void> {
+  if (left.length === 0) return;
+  const from = new Map<string, number>();
+  for (const v of left) if (!from.has(v.key)) from.set(v.key, v.i);
+  const lanes = new Map<string, Valid[]>();
+  for (const v of all) {
+    const first = from.get(v.key);
+    if (first !== undefined && v.i >= first) lanes.set(v.key, [...(lanes.get(v.key) ?? []), v]);
+  }
+  await pool([...lanes.values()], WINDOW, async (lane) => {
+    for (const v of lane) await single(v);
+  });
 }
 
 /** Deletes many keys (a delete marker each), one result per key. */

@@ -7,6 +7,7 @@ import type { HealthCheckResult } from '../lifecycle/service.js';
 import type { RawEntry, StateBackend } from './backend.js';
 import { DEFAULT_STATE_BUCKET } from './nats-backend.js';
 import { keyMatcher, literalPrefix, SqliteWatcher } from './sqlite-watch.js';
+import { SqliteGroupWriter } from './sqlite-writer.js';
 import type { SqliteStateOptions, StateChange, StateWatcher } from './types.js';
 
 const SCHEMA_VERSION = 1;
@@ -25,7 +26,7 @@ INSERT OR IGNORE INTO natskit_meta (name, value) VALUES ('schema', ${SCHEMA_VERS
 `;
 
 type Statements = Record<
-  'row' | 'next' | 'upsert' | 'due' | 'soonest' | 'scan' | 'revision',
+  'row' | 'head' | 'save' | 'upsert' | 'due' | 'soonest' | 'scan' | 'revision',
   StatementSync
 >;
 
@@ -82,6 +83,17 @@ export class SqliteStateBackend implements StateBackend {
   #st: Statements | undefined;
   #nextExpiry = Number.POSITIVE_INFINITY;
   #timer: NodeJS.Timeout | undefined;
+  /** The last revision given out, and the last one committed: the file is this process's alone. */
+  #revision = 0;
+  #savedRevision = 0;
+  readonly #writer = new SqliteGroupWriter(
+    () => {
+      if (!this.#db) throw new NatskitError('INVALID_STATE', 'the SQLite state store is closed');
+      return this.#db;
+    },
+    (what, err) => storageError(what, err, this.#o.path),
+    { beforeCommit: () => this.#saveRevision(), settled: (ok) => this.#settleRevision(ok) },
+  );
 
   constructor(options: SqliteStateOptions, logger: Logger) {
     this.#o = options;
@@ -131,9 +143,8 @@ export class SqliteStateBackend implements StateBackend {
     this.#db = db;
     this.#st = {
       row: db.prepare('SELECT * FROM natskit_state WHERE key = ?'),
-      next: db.prepare(
-        "UPDATE natskit_meta SET value = value + 1 WHERE name = 'revision' RETURNING value",
-      ),
+      head: db.prepare('SELECT revision, op FROM natskit_state WHERE key = ?'),
+      save: db.prepare("UPDATE natskit_meta SET value = ? WHERE name = 'revision'"),
       upsert: db.prepare(
         `INSERT INTO natskit_state (key, revision, op, value, created, expires)
          VALUES (?, ?, ?, ?, ?, ?)
@@ -151,6 +162,8 @@ export class SqliteStateBackend implements StateBackend {
       ),
       revision: db.prepare("SELECT value FROM natskit_meta WHERE name = 'revision'"),
     };
+    this.#revision = Number((this.#st.revision.get() as { value: number }).value);
+    this.#savedRevision = this.#revision;
     this.#nextExpiry = 0; // whatever expired while the store was closed goes now
     this.#sweep(Date.now());
   }
@@ -171,9 +184,12 @@ export class SqliteStateBackend implements StateBackend {
     }
     try {
       const result = fn();
+      this.#saveRevision();
       db.exec('COMMIT');
+      this.#settleRevision(true);
       return result;
     } catch (err) {
+      this.#settleRevision(false);
       try {
         db.exec('ROLLBACK');
       } catch {
@@ -183,8 +199,22 @@ export class SqliteStateBackend implements StateBackend {
     }
   }
 
-  #nextRevision(): number {
-    return Number((this.#s.next.get() as { value: number }).value);
+  /** Stores `row` under the next revision; the counter moves only once the row is written. */
+  #write(key: string, op: Row['op'], json: string | null, now: number, expires: number | null) {
+    const next = this.#revision + 1;
+    this.#s.upsert.run(key, next, op, json, now, expires);
+    this.#revision = next;
+    return next;
+  }
+
+  /** The counter goes to the file once per transaction, just before its COMMIT. */
+  #saveRevision(): void {
+    if (this.#revision !== this.#savedRevision) this.#s.save.run(this.#revision);
+  }
+
+  #settleRevision(committed: boolean): void {
+    if (committed) this.#savedRevision = this.#revision;
+    else this.#revision = this.#savedRevision;
   }
 
   #emit(change: StateChange<string>): void {
@@ -197,8 +227,7 @@ export class SqliteStateBackend implements StateBackend {
     const purged = this.#tx('expire', () => {
       const out: StateChange<string>[] = [];
       for (const { key } of this.#s.due.all(now) as { key: string }[]) {
-        const revision = this.#nextRevision();
-        this.#s.upsert.run(key, revision, 'PURGE', null, now, null);
+        const revision = this.#write(key, 'PURGE', null, now, null);
         out.push({ type: 'purge', key, revision, created: new Date(now), initial: false });
       }
       return out;
@@ -246,29 +275,31 @@ export class SqliteStateBackend implements StateBackend {
     const now = Date.now();
     this.#sweep(now);
     const expires = ttlMs === undefined ? null : now + ttlMs;
-    const written = this.#tx('put', () => {
-      const row = this.#s.row.get(key) as Row | undefined;
-      const current = row?.revision ?? 0;
-      if (revision !== undefined && (revision === 0 ? row?.op === 'PUT' : current !== revision)) {
-        throw conflict(key, revision, current);
-      }
-      const next = this.#nextRevision();
-      this.#s.upsert.run(key, next, 'PUT', json, now, expires);
-      return next;
-    });
-    if (expires !== null && expires < this.#nextExpiry) {
-      this.#nextExpiry = expires;
-      this.#arm();
-    }
-    this.#emit({
-      type: 'put',
-      key,
-      value: json,
-      revision: written,
-      created: new Date(now),
-      initial: false,
-    });
-    return written;
+    return await this.#writer.run(
+      () => {
+        const row = this.#s.head.get(key) as Pick<Row, 'revision' | 'op'> | undefined;
+        const current = row?.revision ?? 0;
+        if (revision !== undefined && (revision === 0 ? row?.op === 'PUT' : current !== revision)) {
+          throw conflict(key, revision, current);
+        }
+        return this.#write(key, 'PUT', json, now, expires);
+      },
+      (written) => {
+        if (expires !== null && expires < this.#nextExpiry) {
+          this.#nextExpiry = expires;
+          this.#arm();
+        }
+        if (this.#watchers.size === 0) return;
+        this.#emit({
+          type: 'put',
+          key,
+          value: json,
+          revision: written,
+          created: new Date(now),
+          initial: false,
+        });
+      },
+    );
   }
 
   async get(key: string): Promise<RawEntry | null> {
@@ -280,18 +311,20 @@ export class SqliteStateBackend implements StateBackend {
   async delete(key: string, revision: number | undefined): Promise<boolean> {
     const now = Date.now();
     this.#sweep(now);
-    const written = this.#tx('delete', () => {
-      const row = this.#s.row.get(key) as Row | undefined;
-      const current = row?.revision ?? 0;
-      if (revision !== undefined && current !== revision) throw conflict(key, revision, current);
-      if (row?.op !== 'PUT') return undefined; // already absent: nothing to write
-      const next = this.#nextRevision();
-      this.#s.upsert.run(key, next, 'DEL', null, now, null);
-      return next;
-    });
-    if (written === undefined) return false;
-    this.#emit({ type: 'delete', key, revision: written, created: new Date(now), initial: false });
-    return true;
+    const written = await this.#writer.run(
+      () => {
+        const row = this.#s.head.get(key) as Pick<Row, 'revision' | 'op'> | undefined;
+        const current = row?.revision ?? 0;
+        if (revision !== undefined && current !== revision) throw conflict(key, revision, current);
+        if (row?.op !== 'PUT') return undefined; // already absent: nothing to write
+        return this.#write(key, 'DEL', null, now, null);
+      },
+      (done) => {
+        if (done === undefined || this.#watchers.size === 0) return;
+        this.#emit({ type: 'delete', key, revision: done, created: new Date(now), initial: false });
+      },
+    );
+    return written !== undefined;
   }
 
   async watch(
@@ -338,6 +371,7 @@ export class SqliteStateBackend implements StateBackend {
   }
 
   async stop(): Promise<void> {
+    this.#writer.flush(); // writes already asked for are committed, not dropped
     await Promise.allSettled([...this.#watchers].map((w) => w.stop()));
     clearTimeout(this.#timer);
     this.#st = undefined;

@@ -5,6 +5,11 @@ import type { StateChange, StateWatcher } from './types.js';
 export function keyMatcher(filter: string): (key: string) => boolean {
   const f = filter.split('.');
   if (!f.includes('*') && !f.includes('>')) return (key) => key === filter;
+  if (!f.includes('*') && f.indexOf('>') === f.length - 1) {
+    // `a.b.>`, the common case: a prefix test, no split per key (keys have no empty token).
+    const prefix = filter.slice(0, -1);
+    return (key) => key.length > prefix.length && key.startsWith(prefix);
+  }
   return (key) => {
     const k = key.split('.');
     for (let i = 0; i < f.length; i++) {

@@ -87,7 +87,10 @@ export class StateStoreService implements StateStore, Service {
     checkOptionsObject('setState options ', options, SET_KEYS);
     checkRevision(options.revision);
     checkTtl(options.ttlMs);
-    const checked = await validate(options.schema, value, { key, direction: 'write' });
+    // No schema, no await: the write path stays short (the SQLite store groups a turn's writes).
+    const checked = options.schema
+      ? await validate(options.schema, value, { key, direction: 'write' })
+      : value;
     assertJsonSafe(checked);
     return await this.#backend.put(key, JSON.stringify(checked), options.revision, options.ttlMs);
   }
@@ -208,5 +211,7 @@ async function decode<T>(
       { cause: err, details: { key, revision: raw.revision } },
     );
   }
-  return await validate(schema, value, { key, revision: raw.revision, direction: 'read' });
+  return schema
+    ? await validate(schema, value, { key, revision: raw.revision, direction: 'read' })
+    : (value as T);
 }
