@@ -1,6 +1,7 @@
 import { createInbox, type Msg, type NatsConnection } from '@nats-io/transport-node';
 import { NatskitError } from '../errors/natskit-error.js';
 import type { BatchMessage } from './atomic-batch.js';
+import { DEFAULT_API_PREFIX, writeSubject } from './domain.js';
 import { headerBytes, msgHeaders } from './headers.js';
 
 /** Options of {@link publishFastIngest}. */
@@ -9,6 +10,8 @@ export interface FastIngestOptions {
   readonly timeoutMs: number;
   /** Messages between the server's flow acks, as asked (the server may lower it). @defaultValue 250 */
   readonly flow?: number;
+  /** The JetStream API prefix: through a domain, KV subjects are sent under it. */
+  readonly apiPrefix?: string;
 }
 
 /** What a fast-ingest batch did. */
@@ -68,7 +71,8 @@ export async function publishFastIngest(
       );
     }
   }
-  return await new FastBatch(nc, messages, options.flow ?? 250, options.timeoutMs).run();
+  const prefix = options.apiPrefix ?? DEFAULT_API_PREFIX;
+  return await new FastBatch(nc, messages, options.flow ?? 250, options.timeoutMs, prefix).run();
 }
 
 class FastBatch {
@@ -85,12 +89,17 @@ class FastBatch {
     readonly messages: readonly BatchMessage[],
     readonly flow: number,
     readonly timeoutMs: number,
+    readonly apiPrefix: string,
   ) {
     this.#window = flow * 2;
   }
 
   #reply(seq: number, op: number): string {
     return `${this.#inbox}.${this.flow}.ok.${seq}.${op}.$FI`;
+  }
+
+  #to(m: BatchMessage): string {
+    return writeSubject(this.apiPrefix, m.subject);
   }
 
   async run(): Promise<FastIngestResult> {
@@ -107,14 +116,14 @@ class FastBatch {
         }
         const m = this.messages[i] as BatchMessage;
         const headers = m.headers ? msgHeaders(Object.entries(m.headers)) : undefined;
-        this.nc.publish(m.subject, m.data, {
+        this.nc.publish(this.#to(m), m.data, {
           reply: this.#reply(seq, seq === 1 ? OP.start : OP.append),
           ...(headers ? { headers } : {}),
         });
       }
       if (!this.#ended) {
         const first = this.messages[0] as BatchMessage;
-        this.nc.publish(first.subject, new Uint8Array(0), { reply: this.#reply(n + 1, OP.eob) });
+        this.nc.publish(this.#to(first), new Uint8Array(0), { reply: this.#reply(n + 1, OP.eob) });
       }
       while (!this.#ended) if (!(await this.#await(n))) return this.#result(false);
       return this.#result(true);
@@ -136,7 +145,7 @@ class FastBatch {
       if (woke) return true;
       // A ping asks the server to repeat its latest flow ack (one may have been lost).
       const first = this.messages[0] as BatchMessage;
-      this.nc.publish(first.subject, new Uint8Array(0), { reply: this.#reply(seq, OP.ping) });
+      this.nc.publish(this.#to(first), new Uint8Array(0), { reply: this.#reply(seq, OP.ping) });
     }
     return false;
   }

@@ -64,7 +64,7 @@ export async function fastBulkPut(
   const { stored, lastSeq } = await publishFastIngest(
     state.ctx.nc,
     items.map((i) => i.message),
-    { timeoutMs: state.ctx.requestTimeoutMs },
+    { timeoutMs: state.ctx.requestTimeoutMs, apiPrefix: state.ctx.js.apiPrefix },
   );
   const count = stored.filter(Boolean).length;
   if (lastSeq === undefined || count === 0) return items.map(() => undefined);
