@@ -1,9 +1,10 @@
 import type { StoredMsg } from '@nats-io/jetstream';
-import type { BatchAck, BatchMessage } from '../../jetstream/atomic-batch.js';
+import type { BatchAck } from '../../jetstream/atomic-batch.js';
 import { publishAtomicBatch } from '../../jetstream/atomic-batch.js';
 import type { TypedBucket } from '../bucket-state.js';
 import { OPERATION } from '../headers.js';
 import { guardSubjectOf, validateKey, validateStoredKey } from '../names.js';
+import { committerOf, type GroupMember, type GroupSink } from './group-commit.js';
 
 /** What a transaction needs from its bucket. */
 export interface TxBackend<T> {
@@ -14,6 +15,10 @@ export interface TxBackend<T> {
   validateReadKey(key: string): void;
   /** Throws `INVALID_KEY` unless natskit may write the key. */
   validateWriteKey(key: string): void;
+  /**
+   * Reads the last message on the key, once no commit of this process that writes it is
+   * queued or in flight (reading the revision such a commit replaces is a certain conflict).
+   */
   readLast(key: string): Promise<StoredMsg | null>;
   /** Reads the first message on the key with a sequence >= `seq`. */
   readNext(key: string, seq: number): Promise<StoredMsg | null>;
@@ -27,19 +32,38 @@ export interface TxBackend<T> {
   forgetGuards(): void;
   /** A single compare-and-set write (works on every server). */
   writeOne(key: string, data: Uint8Array | null, revision: number | undefined): Promise<number>;
-  publishBatch(messages: readonly BatchMessage[]): Promise<BatchAck>;
+  /** Commits one transaction's atomic batch, grouped with concurrent ones (see `GroupCommitter`). */
+  commitBatch(member: GroupMember): Promise<BatchAck>;
 }
 
 /** What a transaction needs from a bucket handle: reads, encoding, compare-and-set writes, batches. */
 export function txBackend<T>(handle: TypedBucket<T>): TxBackend<T> {
   const s = handle.state;
   const name = s.name;
+  const committer = committerOf(s, name);
+  const publishBatch: GroupSink['publishBatch'] = (messages) =>
+    publishAtomicBatch(s.ctx.nc, messages, {
+      timeoutMs: s.ctx.requestTimeoutMs,
+      maxMessageBytes: s.maxMessageBytes,
+      resilient: s.ctx.resilient,
+    });
+  const readLast = async (key: string) => {
+    const pending = committer.settledFor(key);
+    if (pending) await pending;
+    const m = await s.readLast(key);
+    committer.observe(key, m?.seq ?? 0);
+    return m;
+  };
+  const sink: GroupSink = {
+    publishBatch,
+    revisionOf: async (key) => (await s.readLast(key))?.seq ?? 0,
+  };
   return {
     bucket: name,
     guardSubject: guardSubjectOf(name),
     validateReadKey: (key) => validateStoredKey(key, name),
     validateWriteKey: (key) => validateKey(key, name),
-    readLast: (key) => s.readLast(key),
+    readLast,
     readNext: (key, seq) => s.readNext(key, seq),
     encode: (key, value) => handle.encode(key, value),
     decode: (key, m) => handle.decode(key, m),
@@ -50,11 +74,6 @@ export function txBackend<T>(handle: TypedBucket<T>): TxBackend<T> {
       data === null
         ? s.write(key, new Uint8Array(0), [[OPERATION, 'DEL']], { revision })
         : s.write(key, data, [], { revision }),
-    publishBatch: (messages) =>
-      publishAtomicBatch(s.ctx.nc, messages, {
-        timeoutMs: s.ctx.requestTimeoutMs,
-        maxMessageBytes: s.maxMessageBytes,
-        resilient: s.ctx.resilient,
-      }),
+    commitBatch: (member) => committer.submit(member, sink),
   };
 }

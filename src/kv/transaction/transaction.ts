@@ -146,9 +146,15 @@ async function commit<T>(
       headers: h,
     });
   }
+  const expects = new Map<string, number>(guards.map(([key, read]) => [key, read.revision]));
+  for (const [key, w] of writes) {
+    const expected = expectation(tx, key, w);
+    if (expected !== undefined) expects.set(key, expected);
+  }
   let firstWrite: number;
   try {
-    firstWrite = (await b.publishBatch(messages)).firstSeq + guards.length;
+    const member = { messages, expects, writes: writes.map(([key]) => key) };
+    firstWrite = (await b.commitBatch(member)).firstSeq + guards.length;
   } catch (err) {
     if (NatskitError.is(err, 'NATS_UNAVAILABLE') && err.details?.outcome === 'unknown') {
       // The commit reply is late or lost: find out whether the batch was stored before anything
