@@ -32,6 +32,7 @@ export class MemoryTxBackend implements TxBackend<number> {
   batches = 0;
   /** Group commit as on a real bucket. */
   readonly committer = new GroupCommitter('mem');
+  readonly locks = this.committer.locks;
   /** Delays each batch's reply (a server syncing its store), so commits queue behind it. */
   replyDelayMs = 0;
 
@@ -94,8 +95,7 @@ export class MemoryTxBackend implements TxBackend<number> {
       throw new NatskitError('INVALID_KEY', `bad key ${key}`);
   }
   async readLast(key: string): Promise<StoredMsg | null> {
-    const pending = this.committer.settledFor(key);
-    if (pending) await pending;
+    await this.committer.settledFor(key);
     const m = this.#last(this.subject(key));
     this.committer.observe(key, m?.seq ?? 0);
     return m ? this.#msg(m) : null;

@@ -2,6 +2,7 @@ import { NatskitError } from '../../errors/natskit-error.js';
 import { isAbsent, userHeaders } from '../headers.js';
 import type { KvEntry, Tx, TxEntry } from '../types.js';
 import type { TxBackend } from './backend.js';
+import type { LockOwner } from './key-locks.js';
 
 export interface Read<T> {
   /** The revision to expect: live revision, tombstone revision, or 0. */
@@ -31,12 +32,21 @@ export class Attempt<T> implements Tx<T> {
   readonly #reading = new Map<string, Promise<Read<T>>>();
   readonly #pending = new Set<Promise<unknown>>();
   readonly #b: TxBackend<T>;
+  /** The transaction this attempt belongs to, as it holds keys in this process. */
+  readonly #owner: LockOwner | undefined;
   /** The first write that failed: the commit throws it. */
   #failure: { readonly error: unknown } | undefined;
   #closed = false;
 
-  constructor(backend: TxBackend<T>) {
+  constructor(backend: TxBackend<T>, owner?: LockOwner) {
     this.#b = backend;
+    this.#owner = owner;
+  }
+
+  /** Waits for other transactions of this process that hold these keys (see `KeyLocks`). */
+  async #lock(keys: readonly string[]): Promise<void> {
+    const fresh = keys.filter((k) => !this.reads.has(k) && !this.writes.has(k));
+    if (this.#owner && fresh.length > 0) await this.#b.locks.acquire(this.#owner, fresh);
   }
 
   /** Refuses operations once the function returned and the commit began. */
@@ -109,6 +119,7 @@ export class Attempt<T> implements Tx<T> {
     if (inFlight !== undefined) return inFlight;
     const p = this.#track(
       (async (): Promise<Read<T>> => {
+        await this.#lock([key]);
         const m = await this.#b.readLast(key);
         const read: Read<T> =
           !m || isAbsent(m.header)
@@ -153,6 +164,9 @@ export class Attempt<T> implements Tx<T> {
   }
 
   async getMany(keys: readonly string[]): Promise<(T | null)[]> {
+    this.#open('getMany');
+    // All at once: a transaction holding none of them waits until it can take them all.
+    await this.#track(this.#lock(keys), false);
     return await Promise.all(keys.map((k) => this.get(k)));
   }
 

@@ -5,6 +5,7 @@ import type { TypedBucket } from '../bucket-state.js';
 import { OPERATION } from '../headers.js';
 import { guardSubjectOf, validateKey, validateStoredKey } from '../names.js';
 import { committerOf, type GroupMember, type GroupSink } from './group-commit.js';
+import type { KeyLocks } from './key-locks.js';
 
 /** What a transaction needs from its bucket. */
 export interface TxBackend<T> {
@@ -32,6 +33,8 @@ export interface TxBackend<T> {
   forgetGuards(): void;
   /** A single compare-and-set write (works on every server). */
   writeOne(key: string, data: Uint8Array | null, revision: number | undefined): Promise<number>;
+  /** The keys transactions of this process hold (shared by every handle of the bucket). */
+  readonly locks: KeyLocks;
   /** Commits one transaction's atomic batch, grouped with concurrent ones (see `GroupCommitter`). */
   commitBatch(member: GroupMember): Promise<BatchAck>;
 }
@@ -48,8 +51,7 @@ export function txBackend<T>(handle: TypedBucket<T>): TxBackend<T> {
       resilient: s.ctx.resilient,
     });
   const readLast = async (key: string) => {
-    const pending = committer.settledFor(key);
-    if (pending) await pending;
+    await committer.settledFor(key);
     const m = await s.readLast(key);
     committer.observe(key, m?.seq ?? 0);
     return m;
@@ -74,6 +76,7 @@ export function txBackend<T>(handle: TypedBucket<T>): TxBackend<T> {
       data === null
         ? s.write(key, new Uint8Array(0), [[OPERATION, 'DEL']], { revision })
         : s.write(key, data, [], { revision }),
+    locks: committer.locks,
     commitBatch: (member) => committer.submit(member, sink),
   };
 }

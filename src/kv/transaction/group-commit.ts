@@ -1,6 +1,7 @@
 import { NatskitError } from '../../errors/natskit-error.js';
 import type { BatchAck, BatchMessage } from '../../jetstream/atomic-batch.js';
 import { MAX_BATCH_MESSAGES } from '../../jetstream/atomic-batch.js';
+import { KeyLocks } from './key-locks.js';
 
 /** One transaction's commit: its messages (guards, then writes) and what they expect. */
 export interface GroupMember {
@@ -65,6 +66,8 @@ export class GroupCommitter {
     staleEarly: 0,
     staleLate: 0,
   };
+  /** The keys this process's transactions on the bucket hold. */
+  readonly locks = new KeyLocks();
   readonly #bucket: string;
   readonly #maxInFlight: number;
   readonly #queue: Entry[] = [];
@@ -223,7 +226,7 @@ export class GroupCommitter {
       const first = offset;
       offset += count;
       const writesFrom = first + count - e.member.writes.length;
-      e.member.writes.forEach((k, i) => this.observe(k, writesFrom + i));
+      for (const [i, k] of e.member.writes.entries()) this.observe(k, writesFrom + i);
       if (group.length > 1) this.stats.grouped++;
       else this.stats.alone++;
       e.resolve({ stream: ack.stream, firstSeq: first, seq: first + count - 1, count });
