@@ -72,6 +72,7 @@ export class GroupCommitter {
   readonly #maxInFlight: number;
   readonly #queue: Entry[] = [];
   #inFlight = 0;
+  #membersInFlight = 0;
   /** Keys written by members queued or in flight, with who waits for them to settle. */
   readonly #writing = new Map<string, { count: number; waiters: (() => void)[] }>();
   readonly #known = new Map<string, number>();
@@ -115,6 +116,16 @@ export class GroupCommitter {
       });
       this.#pump(sink);
     });
+  }
+
+  /** Members waiting for a batch. */
+  get queued(): number {
+    return this.#queue.length;
+  }
+
+  /** Members of the batches the server has now (for tests that strike in the middle of a group). */
+  get membersInFlight(): number {
+    return this.#membersInFlight;
   }
 
   /**
@@ -210,9 +221,11 @@ export class GroupCommitter {
     this.stats.largest = Math.max(this.stats.largest, group.length);
     const messages = group.flatMap((e) => e.member.messages);
     let ack: BatchAck;
+    this.#membersInFlight += group.length;
     try {
       ack = await sink.publishBatch(messages);
     } catch (err) {
+      this.#membersInFlight -= group.length;
       if (group.length === 1) {
         (group[0] as Entry).reject(err);
         return;
@@ -220,6 +233,7 @@ export class GroupCommitter {
       await this.#refused(group, sink, err);
       return;
     }
+    this.#membersInFlight -= group.length;
     let offset = ack.firstSeq;
     for (const e of group) {
       const count = e.member.messages.length;
