@@ -123,7 +123,7 @@ describe('group commit on a real server', () => {
     await server?.[Symbol.asyncDispose]();
   });
 
-  it('bank: 2 processes x 8 in flight, 600 transfers among 20 accounts on a file bucket, grouped: each balance exact, no conflict within a process', async () => {
+  it('bank: 2 processes x 8 in flight, 600 transfers among 20 accounts on a file bucket, grouped: each balance exact, each transfer once', async () => {
     const kv = apps[0]?.get(KVStoreService) as KVStoreService;
     await kv.createBucket('gbank', { history: 1 });
     const accounts = Array.from({ length: 20 }, (_, i) => `a${i}`);

@@ -28,9 +28,24 @@ export class KeyLocks {
   readonly #waiting = new Map<string, (() => void)[]>();
   /** Reads that had to wait for another transaction. */
   waits = 0;
+  #live = 0;
+  #blocked = 0;
 
+  /** A transaction begins: see `end`. */
   owner(): LockOwner {
+    this.#live++;
     return { age: ++this.#age, keys: new Set() };
+  }
+
+  /** The transaction of `owner` is over (committed or failed), its keys released. */
+  end(owner: LockOwner): void {
+    this.release(owner);
+    this.#live--;
+  }
+
+  /** Transactions of this process under way and not waiting for a key. */
+  get running(): number {
+    return this.#live - this.#blocked;
   }
 
   /** Takes `keys` for `owner` (as far as the rules above allow); resolves once it may read them. */
@@ -86,6 +101,7 @@ export class KeyLocks {
     const left = until - performance.now();
     if (left <= 0) return false;
     this.waits++;
+    this.#blocked++;
     let timer: NodeJS.Timeout | undefined;
     const released = await new Promise<boolean>((resolve) => {
       const ws = this.#waiting.get(key) ?? [];
@@ -94,6 +110,7 @@ export class KeyLocks {
       timer = setTimeout(() => resolve(false), left);
     });
     clearTimeout(timer);
+    this.#blocked--;
     return released;
   }
 }

@@ -40,35 +40,39 @@ export async function runTransaction<T, R>(
   let involved: string[] = [];
   // One owner for every attempt: a retried transaction keeps its age, so it gets ahead.
   const owner = b.locks.owner();
-  for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-    options.signal?.throwIfAborted();
-    const tx = new Attempt(b, owner);
-    let committing = false;
-    try {
-      let value: R;
+  try {
+    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+      options.signal?.throwIfAborted();
+      const tx = new Attempt(b, owner);
+      let committing = false;
       try {
-        value = await fn(tx); // an error thrown here aborts, nothing written, rethrown unchanged
+        let value: R;
+        try {
+          value = await fn(tx); // an error thrown here aborts, nothing written, rethrown unchanged
+        } catch (err) {
+          tx.close();
+          throw err;
+        }
+        await tx.settle(); // every operation the function started; a failed write aborts, unchanged
+        committing = true;
+        const revisions = await commit(b, tx, isolation);
+        return { value, attempts: attempt, revisions };
       } catch (err) {
-        tx.close();
-        throw err;
+        if (!NatskitError.is(err, 'KV_REVISION_CONFLICT') || !committing) throw err;
+        last = err;
+      } finally {
+        b.locks.release(owner); // the commit settled (or never began): the keys are free
       }
-      await tx.settle(); // every operation the function started; a failed write aborts, unchanged
-      committing = true;
-      const revisions = await commit(b, tx, isolation);
-      return { value, attempts: attempt, revisions };
-    } catch (err) {
-      if (!NatskitError.is(err, 'KV_REVISION_CONFLICT') || !committing) throw err;
-      last = err;
-    } finally {
-      b.locks.release(owner); // the commit settled (or never began): the keys are free
+      involved = await changedKeys(b, tx);
+      if (attempt < maxAttempts) {
+        const delay = Math.min(maxDelay, minDelay * 2 ** (attempt - 1)) * (0.5 + Math.random());
+        await sleep(delay, undefined, options.signal ? { signal: options.signal } : {});
+      }
     }
-    involved = await changedKeys(b, tx);
-    if (attempt < maxAttempts) {
-      const delay = Math.min(maxDelay, minDelay * 2 ** (attempt - 1)) * (0.5 + Math.random());
-      await sleep(delay, undefined, options.signal ? { signal: options.signal } : {});
-    }
+    throw conflict(b.bucket, involved, maxAttempts, last);
+  } finally {
+    b.locks.end(owner);
   }
-  throw conflict(b.bucket, involved, maxAttempts, last);
 }
 
 /** The keys whose revision moved since the attempt read (or meant to write) them. */
