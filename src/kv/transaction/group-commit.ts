@@ -212,12 +212,7 @@ export class GroupCommitter {
       clearTimeout(this.#window);
       this.#window = undefined;
       const group = this.#take();
-      if (group.length === 0) continue;
-      this.#inFlight++;
-      void this.#run(group, sink).finally(() => {
-        this.#inFlight--;
-        this.#pump(sink);
-      });
+      if (group.length > 0) void this.#run(group, sink); // takes its slot at once
     }
   }
 
@@ -250,7 +245,9 @@ export class GroupCommitter {
     return group;
   }
 
+  /** Sends one group in a slot of its own; the next group goes as soon as this one is answered. */
   async #run(group: Entry[], sink: GroupSink): Promise<void> {
+    this.#inFlight++;
     this.stats.batches++;
     this.stats.largest = Math.max(this.stats.largest, group.length);
     const messages = group.flatMap((e) => e.member.messages);
@@ -259,28 +256,35 @@ export class GroupCommitter {
     const t0 = performance.now();
     try {
       ack = await sink.publishBatch(messages);
-      this.#batchMs = this.#batchMs * 0.8 + (performance.now() - t0) * 0.2;
+      const ms = performance.now() - t0;
+      this.#batchMs = this.#batchMs === 0 ? ms : this.#batchMs * 0.8 + ms * 0.2;
     } catch (err) {
       this.#membersInFlight -= group.length;
-      if (group.length === 1) {
-        (group[0] as Entry).reject(err);
-        return;
+      try {
+        if (group.length === 1) (group[0] as Entry).reject(err);
+        else await this.#refused(group, sink, err); // keeps the slot until sorted out
+      } finally {
+        this.#inFlight--;
+        this.#pump(sink);
       }
-      await this.#refused(group, sink, err);
       return;
     }
     this.#membersInFlight -= group.length;
+    this.#inFlight--;
     let offset = ack.firstSeq;
-    for (const e of group) {
+    const acks = group.map((e): BatchAck => {
       const count = e.member.messages.length;
       const first = offset;
       offset += count;
       const writesFrom = first + count - e.member.writes.length;
       for (const [i, k] of e.member.writes.entries()) this.observe(k, writesFrom + i);
-      if (group.length > 1) this.stats.grouped++;
-      else this.stats.alone++;
-      e.resolve({ stream: ack.stream, firstSeq: first, seq: first + count - 1, count });
-    }
+      return { stream: ack.stream, firstSeq: first, seq: first + count - 1, count };
+    });
+    if (group.length > 1) this.stats.grouped += group.length;
+    else this.stats.alone++;
+    // What queued meanwhile goes now, checked against the revisions just stored.
+    this.#pump(sink);
+    for (const [i, e] of group.entries()) e.resolve(acks[i] as BatchAck);
   }
 
   /** A group the server refused: each member learns what the refusal means for it alone. */

@@ -64,6 +64,33 @@ describe('group commit (in memory)', () => {
     expect(c.stats).toMatchObject({ batches: 2, alone: 1, grouped: 3, largest: 3, splits: 0 });
   });
 
+  it('waits for transactions still running their functions, never for a lone one', async () => {
+    const b = new MemoryTxBackend();
+    b.replyDelayMs = 10;
+    const c = new GroupCommitter('mem');
+    const sink = sinkOf(b);
+    await c.submit(member(b, { warm: 0 }), sink); // a batch round trip of about 10 ms
+    const lone = c.locks.owner(); // one transaction under way: this one
+    const first = c.submit(member(b, { a: 0 }), sink);
+    expect(sink.sizes).toEqual([1, 1]); // sent at once
+    await first;
+    const other = c.locks.owner(); // a second one, still in its function
+    const t0 = performance.now();
+    const mine = c.submit(member(b, { b: 0 }), sink);
+    expect(sink.sizes).toEqual([1, 1]); // held for the other
+    await new Promise((r) => setTimeout(r, 1));
+    const theirs = c.submit(member(b, { c: 0 }), sink);
+    await Promise.all([mine, theirs]);
+    expect(sink.sizes).toEqual([1, 1, 2]); // one batch for both
+    c.locks.end(other);
+    // Held at most half a batch round trip, 4 ms at most.
+    expect(performance.now() - t0).toBeLessThan(10 + 4 + 20);
+    const late = c.submit(member(b, { d: 0 }), sink); // the other never commits: bounded wait
+    await late;
+    expect(sink.sizes).toEqual([1, 1, 2, 1]);
+    c.locks.end(lone);
+  });
+
   it('members that share a key never share a batch', async () => {
     const b = new MemoryTxBackend();
     b.replyDelayMs = 5;
