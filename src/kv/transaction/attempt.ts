@@ -1,3 +1,4 @@
+import type { StoredMsg } from '@nats-io/jetstream';
 import { NatskitError } from '../../errors/natskit-error.js';
 import { isAbsent, userHeaders } from '../headers.js';
 import type { KvEntry, Tx, TxEntry } from '../types.js';
@@ -120,22 +121,8 @@ export class Attempt<T> implements Tx<T> {
     const p = this.#track(
       (async (): Promise<Read<T>> => {
         await this.#lock([key]);
-        const m = await this.#b.readLast(key);
-        const read: Read<T> =
-          !m || isAbsent(m.header)
-            ? { revision: m?.seq ?? 0, entry: null }
-            : {
-                revision: m.seq,
-                entry: {
-                  key,
-                  value: await this.#b.decode(key, m),
-                  revision: m.seq,
-                  created: m.time,
-                  headers: userHeaders(m.header),
-                },
-              };
-        this.reads.set(key, read);
-        return read;
+        const known = this.reads.get(key); // read meanwhile by a getMany
+        return known ?? (await this.#record_(key, await this.#b.readLast(key)));
       })(),
       false,
     );
@@ -145,6 +132,37 @@ export class Attempt<T> implements Tx<T> {
       () => this.#reading.delete(key),
     );
     return p;
+  }
+
+  /** Records what a read found: the revision to expect, and the decoded entry. */
+  async #record_(key: string, m: StoredMsg | null): Promise<Read<T>> {
+    const read: Read<T> =
+      !m || isAbsent(m.header)
+        ? { revision: m?.seq ?? 0, entry: null }
+        : {
+            revision: m.seq,
+            entry: {
+              key,
+              value: await this.#b.decode(key, m),
+              revision: m.seq,
+              created: m.time,
+              headers: userHeaders(m.header),
+            },
+          };
+    this.reads.set(key, read);
+    return read;
+  }
+
+  /** Reads the keys not read yet in one request, where the bucket can. */
+  async #readAll(keys: readonly string[]): Promise<void> {
+    const fresh = [...new Set(keys)].filter(
+      (k) => !this.reads.has(k) && !this.writes.has(k) && !this.#reading.has(k),
+    );
+    // One by one, as `get` does, for a single key or more than one direct get answers (1024).
+    if (fresh.length < 2 || fresh.length > 1_000 || !this.#b.readMany) return;
+    for (const k of fresh) this.#b.validateReadKey(k);
+    const found = await this.#b.readMany(fresh);
+    for (const k of fresh) if (!this.reads.has(k)) await this.#record_(k, found.get(k) ?? null);
   }
 
   async getEntry(key: string): Promise<TxEntry<T> | null> {
@@ -166,7 +184,13 @@ export class Attempt<T> implements Tx<T> {
   async getMany(keys: readonly string[]): Promise<(T | null)[]> {
     this.#open('getMany');
     // All at once: a transaction holding none of them waits until it can take them all.
-    await this.#track(this.#lock(keys), false);
+    await this.#track(
+      (async () => {
+        await this.#lock(keys);
+        await this.#readAll(keys);
+      })(),
+      false,
+    );
     return await Promise.all(keys.map((k) => this.get(k)));
   }
 

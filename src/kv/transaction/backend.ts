@@ -1,9 +1,9 @@
 import type { StoredMsg } from '@nats-io/jetstream';
 import type { BatchAck } from '../../jetstream/atomic-batch.js';
 import { publishAtomicBatch } from '../../jetstream/atomic-batch.js';
-import type { TypedBucket } from '../bucket-state.js';
+import type { BucketState, TypedBucket } from '../bucket-state.js';
 import { OPERATION } from '../headers.js';
-import { guardSubjectOf, validateKey, validateStoredKey } from '../names.js';
+import { guardSubjectOf, keyOf, subjectOf, validateKey, validateStoredKey } from '../names.js';
 import { committerOf, type GroupMember, type GroupSink } from './group-commit.js';
 import type { KeyLocks } from './key-locks.js';
 
@@ -21,6 +21,11 @@ export interface TxBackend<T> {
    * queued or in flight (reading the revision such a commit replaces is a certain conflict).
    */
   readLast(key: string): Promise<StoredMsg | null>;
+  /**
+   * Like `readLast` for several keys, in one request (one point in the stream); absent keys are
+   * missing from the map. Undefined where the bucket cannot (reads then go one by one).
+   */
+  readonly readMany?: ((keys: readonly string[]) => Promise<Map<string, StoredMsg>>) | undefined;
   /** Reads the first message on the key with a sequence >= `seq`. */
   readNext(key: string, seq: number): Promise<StoredMsg | null>;
   encode(key: string, value: T): Promise<Uint8Array>;
@@ -56,6 +61,12 @@ export function txBackend<T>(handle: TypedBucket<T>): TxBackend<T> {
     committer.observe(key, m?.seq ?? 0);
     return m;
   };
+  const readMany = async (keys: readonly string[]) => {
+    await Promise.all(keys.map((k) => committer.settledFor(k)));
+    const found = await readLastMany(s, keys);
+    for (const k of keys) committer.observe(k, found.get(k)?.seq ?? 0);
+    return found;
+  };
   const sink: GroupSink = {
     publishBatch,
     revisionOf: async (key) => (await s.readLast(key))?.seq ?? 0,
@@ -66,6 +77,8 @@ export function txBackend<T>(handle: TypedBucket<T>): TxBackend<T> {
     validateReadKey: (key) => validateStoredKey(key, name),
     validateWriteKey: (key) => validateKey(key, name),
     readLast,
+    readMany:
+      s.config.allow_direct && s.ctx.capabilities().features.multiGet ? readMany : undefined,
     readNext: (key, seq) => s.readNext(key, seq),
     encode: (key, value) => handle.encode(key, value),
     decode: (key, m) => handle.decode(key, m),
@@ -79,4 +92,21 @@ export function txBackend<T>(handle: TypedBucket<T>): TxBackend<T> {
     locks: committer.locks,
     commitBatch: (member) => committer.submit(member, sink),
   };
+}
+
+/** The last message of each key, in one `multi_last` direct get (at most 1000 keys here). */
+async function readLastMany(
+  s: BucketState,
+  keys: readonly string[],
+): Promise<Map<string, StoredMsg>> {
+  const subjects = keys.map((k) => subjectOf(s.keySpace, k));
+  const msgs = await s.call(`get ${keys.join(', ')}`, async () => {
+    const got: StoredMsg[] = [];
+    for await (const m of await s.ctx.jsm.direct.getLastMessagesFor(s.stream, {
+      multi_last: subjects,
+    }))
+      got.push(m);
+    return got;
+  });
+  return new Map(msgs.map((m) => [keyOf(s.keySpace, m.subject), m]));
 }
