@@ -1,4 +1,4 @@
-import type { StoredMsg } from '@nats-io/jetstream';
+import { JetStreamError, type StoredMsg } from '@nats-io/jetstream';
 import type { BatchAck } from '../../jetstream/atomic-batch.js';
 import { publishAtomicBatch } from '../../jetstream/atomic-batch.js';
 import type { BucketState, TypedBucket } from '../bucket-state.js';
@@ -63,7 +63,17 @@ export function txBackend<T>(handle: TypedBucket<T>): TxBackend<T> {
   };
   const readMany = async (keys: readonly string[]) => {
     await Promise.all(keys.map((k) => committer.settledFor(k)));
-    const found = await readLastMany(s, keys);
+    let found: Map<string, StoredMsg>;
+    try {
+      found = await readLastMany(s, keys);
+    } catch (err) {
+      if (!(err instanceof JetStreamError)) throw err; // a status error (JetStreamStatusError)
+      // A status instead of messages (no responders while a replica takes over, say): the keys
+      // one by one, with the retries and error mapping of a single read.
+      found = new Map();
+      const msgs = await Promise.all(keys.map((k) => s.readLast(k)));
+      for (const [i, m] of msgs.entries()) if (m) found.set(keys[i] as string, m);
+    }
     for (const k of keys) committer.observe(k, found.get(k)?.seq ?? 0);
     return found;
   };
