@@ -235,7 +235,7 @@ describe('group commit under faults', () => {
     await server.restart();
     const r = await running;
     console.log(
-      `SIGKILL with ${inFlight} members in flight: ${r.unavailable} transactions ran again, ${JSON.stringify(c.stats)}`,
+      `SIGKILL with ${inFlight} members in flight: ${r.unavailable} transactions failed NATS_UNAVAILABLE and ran again, ${JSON.stringify(c.stats)}`,
     );
     expect(inFlight).toBeGreaterThanOrEqual(2);
     expect(r.committed.size).toBe(400);
@@ -267,7 +267,7 @@ describe('group commit under faults', () => {
     const r = await running;
     await observer.close();
     console.log(
-      `leader kill with ${inFlight} members in flight: ${r.unavailable} transactions ran again, ${JSON.stringify(c.stats)}`,
+      `leader kill with ${inFlight} members in flight: ${r.unavailable} transactions failed NATS_UNAVAILABLE and ran again, ${JSON.stringify(c.stats)}`,
     );
     expect(inFlight).toBeGreaterThanOrEqual(2);
     expect(r.committed.size).toBe(300);
