@@ -158,6 +158,41 @@ describe('group commit (in memory)', () => {
     expect(c.stats.splits).toBe(1);
   });
 
+  it('a group whose reply comes late: each member reads its own slice of the late answer', async () => {
+    const b = new MemoryTxBackend();
+    b.replyDelayMs = 5;
+    const c = new GroupCommitter('mem');
+    const inner = sinkOf(b);
+    const sink: GroupSink = {
+      ...inner,
+      publishBatch: async (messages) => {
+        const ack = await inner.publishBatch(messages);
+        if (messages.length !== 3) return ack; // the group of two members loses its reply
+        throw new NatskitError('NATS_UNAVAILABLE', 'late', {
+          details: { outcome: 'unknown', lateReply: Promise.resolve(() => ack) },
+        });
+      },
+    };
+    const lone = c.submit(member(b, { q: 0 }), sink);
+    const members = [
+      c.submit(member(b, { x: 0, x2: 0 }), sink),
+      c.submit(member(b, { y: 0 }), sink),
+    ];
+    await lone;
+    const errs = (await Promise.all(members.map(failure))) as NatskitError[];
+    const slices = await Promise.all(
+      errs.map(async (e) => {
+        expect(e.details).toMatchObject({ outcome: 'unknown', group: 2 });
+        const late = (await e.details?.lateReply) as () => { firstSeq: number; count: number };
+        return late();
+      }),
+    );
+    expect(slices.map((a) => [a.firstSeq, a.count])).toEqual([
+      [b.lastSeq(b.subject('x')), 2],
+      [b.lastSeq(b.subject('y')), 1],
+    ]);
+  });
+
   it('a member expecting a revision this process saw replaced is refused without a round trip', async () => {
     const b = new MemoryTxBackend();
     const c = new GroupCommitter('mem');
