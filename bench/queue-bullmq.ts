@@ -23,7 +23,7 @@ interface BullWorker {
   waitUntilReady(): Promise<unknown>;
   close(): Promise<void>;
 }
-interface Libraries {
+export interface Libraries {
   Queue: new (name: string, opts: object) => BullQueue;
   Worker: new (
     name: string,
@@ -37,6 +37,9 @@ interface Libraries {
     connect(): Promise<void>;
     ping(): Promise<string>;
     quit(): Promise<unknown>;
+    defineCommand(name: string, def: { numberOfKeys: number; lua: string }): void;
+    mget(...keys: string[]): Promise<(string | null)[]>;
+    mset(...kv: string[]): Promise<unknown>;
   };
   version: string;
 }
@@ -64,7 +67,16 @@ export interface BullmqRun extends AsyncDisposable {
   readonly note: string;
 }
 
-export async function startBullmq(): Promise<BullmqRun> {
+/** A Redis server of our own (append-only file, fsync every second) and the libraries to use it. */
+export interface RedisRun extends AsyncDisposable {
+  readonly lib: Libraries | undefined;
+  readonly connection: { host: string; port: number; maxRetriesPerRequest: null };
+  /** Which Redis and how it persists, or why BullMQ was skipped. */
+  readonly note: string;
+}
+
+/** Starts redis-server (provisioned by scripts/provision-redis-server.sh) for BullMQ. */
+export async function startRedis(): Promise<RedisRun> {
   let found: string;
   let lib: Libraries;
   try {
@@ -80,7 +92,8 @@ export async function startBullmq(): Promise<BullmqRun> {
       .at(-1);
     console.error(`BullMQ comparison skipped: ${why}`);
     return {
-      side: undefined,
+      lib: undefined,
+      connection: { host: '127.0.0.1', port: 0, maxRetriesPerRequest: null },
       note: `BullMQ skipped (${why})`,
       [Symbol.asyncDispose]: async () => {},
     };
@@ -122,6 +135,24 @@ export async function startBullmq(): Promise<BullmqRun> {
   await probe.ping();
   await probe.quit();
 
+  return {
+    lib,
+    connection,
+    note: `BullMQ ${lib.version} with ioredis on Redis ${version} (appendonly, fsync every second)`,
+    async [Symbol.asyncDispose]() {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function startBullmq(): Promise<BullmqRun> {
+  const redis = await startRedis();
+  const { lib, connection } = redis;
+  if (!lib) {
+    return { side: undefined, note: redis.note, [Symbol.asyncDispose]: async () => {} };
+  }
   let queues = 0;
   const side: QueueSide = {
     name: 'bullmq',
@@ -175,13 +206,5 @@ export async function startBullmq(): Promise<BullmqRun> {
       await queue.close();
     },
   };
-  return {
-    side,
-    note: `BullMQ ${lib.version} with ioredis on Redis ${version} (appendonly, fsync every second)`,
-    async [Symbol.asyncDispose]() {
-      child.kill('SIGTERM');
-      await new Promise((r) => child.once('exit', r));
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  return { side, note: redis.note, [Symbol.asyncDispose]: () => redis[Symbol.asyncDispose]() };
 }

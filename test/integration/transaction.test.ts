@@ -255,6 +255,14 @@ describe('transactions', () => {
   it('property: random interleavings of transactions agree with a model', async () => {
     await kv.createBucket('prop', { history: 1 });
     const bucket = (await kv.bucket<number>('prop')) as KvBucket<number>;
+    // One process per transaction (at most 4): the schedule below lets every transaction read
+    // before any commits, which only holds across processes. Within one, a transaction reading a
+    // key another one holds waits for its commit (tested in test/unit/kv/group-commit.test.ts).
+    const handles = await Promise.all(
+      apps.map(
+        async (a) => (await a.get(KVStoreService).bucket<number>('prop')) as KvBucket<number>,
+      ),
+    );
     const keys = ['a', 'b', 'c'];
     let round = 0;
     await fc.assert(
@@ -284,7 +292,7 @@ describe('transactions', () => {
           });
           const outcomes: (boolean | undefined)[] = txs.map(() => undefined);
           const running = txs.map((t, i) =>
-            bucket
+            (handles[i % handles.length] as KvBucket<number>)
               .transaction(
                 async (tx) => {
                   for (const k of new Set([...t.reads, ...t.writes])) {

@@ -3,6 +3,7 @@ import { headers as natsHeaders } from '@nats-io/transport-node';
 import { NatskitError } from '../../src/errors/natskit-error.js';
 import type { BatchAck, BatchMessage } from '../../src/jetstream/atomic-batch.js';
 import type { TxBackend } from '../../src/kv/transaction/backend.js';
+import { GroupCommitter, type GroupMember } from '../../src/kv/transaction/group-commit.js';
 
 interface Stored {
   readonly subject: string;
@@ -29,6 +30,11 @@ export class MemoryTxBackend implements TxBackend<number> {
   /** Makes the next batch's reply get lost after it was applied (or not). */
   loseNextReply: 'applied' | 'not-applied' | undefined;
   batches = 0;
+  /** Group commit as on a real bucket. */
+  readonly committer = new GroupCommitter('mem');
+  readonly locks = this.committer.locks;
+  /** Delays each batch's reply (a server syncing its store), so commits queue behind it. */
+  replyDelayMs = 0;
 
   #seq = 0;
 
@@ -89,7 +95,9 @@ export class MemoryTxBackend implements TxBackend<number> {
       throw new NatskitError('INVALID_KEY', `bad key ${key}`);
   }
   async readLast(key: string): Promise<StoredMsg | null> {
+    await this.committer.settledFor(key);
     const m = this.#last(this.subject(key));
+    this.committer.observe(key, m?.seq ?? 0);
     return m ? this.#msg(m) : null;
   }
   async readNext(key: string, seq: number): Promise<StoredMsg | null> {
@@ -118,8 +126,15 @@ export class MemoryTxBackend implements TxBackend<number> {
     }
     return this.#store(subject, data, data === null ? { 'KV-Operation': 'DEL' } : {});
   }
+  commitBatch(member: GroupMember): Promise<BatchAck> {
+    return this.committer.submit(member, {
+      publishBatch: (messages) => this.publishBatch(messages),
+      revisionOf: async (key) => this.lastSeq(this.subject(key)),
+    });
+  }
   async publishBatch(messages: readonly BatchMessage[]): Promise<BatchAck> {
     this.batches++;
+    if (this.replyDelayMs > 0) await new Promise((r) => setTimeout(r, this.replyDelayMs));
     this.beforeBatch?.();
     const lose = this.loseNextReply;
     this.loseNextReply = undefined;

@@ -1,7 +1,9 @@
+import type { StoredMsg } from '@nats-io/jetstream';
 import { NatskitError } from '../../errors/natskit-error.js';
 import { isAbsent, userHeaders } from '../headers.js';
 import type { KvEntry, Tx, TxEntry } from '../types.js';
 import type { TxBackend } from './backend.js';
+import type { LockOwner } from './key-locks.js';
 
 export interface Read<T> {
   /** The revision to expect: live revision, tombstone revision, or 0. */
@@ -31,12 +33,21 @@ export class Attempt<T> implements Tx<T> {
   readonly #reading = new Map<string, Promise<Read<T>>>();
   readonly #pending = new Set<Promise<unknown>>();
   readonly #b: TxBackend<T>;
+  /** The transaction this attempt belongs to, as it holds keys in this process. */
+  readonly #owner: LockOwner | undefined;
   /** The first write that failed: the commit throws it. */
   #failure: { readonly error: unknown } | undefined;
   #closed = false;
 
-  constructor(backend: TxBackend<T>) {
+  constructor(backend: TxBackend<T>, owner?: LockOwner) {
     this.#b = backend;
+    this.#owner = owner;
+  }
+
+  /** Waits for other transactions of this process that hold these keys (see `KeyLocks`). */
+  async #lock(keys: readonly string[]): Promise<void> {
+    const fresh = keys.filter((k) => !this.reads.has(k) && !this.writes.has(k));
+    if (this.#owner && fresh.length > 0) await this.#b.locks.acquire(this.#owner, fresh);
   }
 
   /** Refuses operations once the function returned and the commit began. */
@@ -109,22 +120,9 @@ export class Attempt<T> implements Tx<T> {
     if (inFlight !== undefined) return inFlight;
     const p = this.#track(
       (async (): Promise<Read<T>> => {
-        const m = await this.#b.readLast(key);
-        const read: Read<T> =
-          !m || isAbsent(m.header)
-            ? { revision: m?.seq ?? 0, entry: null }
-            : {
-                revision: m.seq,
-                entry: {
-                  key,
-                  value: await this.#b.decode(key, m),
-                  revision: m.seq,
-                  created: m.time,
-                  headers: userHeaders(m.header),
-                },
-              };
-        this.reads.set(key, read);
-        return read;
+        await this.#lock([key]);
+        const known = this.reads.get(key); // read meanwhile by a getMany
+        return known ?? (await this.#record_(key, await this.#b.readLast(key)));
       })(),
       false,
     );
@@ -134,6 +132,37 @@ export class Attempt<T> implements Tx<T> {
       () => this.#reading.delete(key),
     );
     return p;
+  }
+
+  /** Records what a read found: the revision to expect, and the decoded entry. */
+  async #record_(key: string, m: StoredMsg | null): Promise<Read<T>> {
+    const read: Read<T> =
+      !m || isAbsent(m.header)
+        ? { revision: m?.seq ?? 0, entry: null }
+        : {
+            revision: m.seq,
+            entry: {
+              key,
+              value: await this.#b.decode(key, m),
+              revision: m.seq,
+              created: m.time,
+              headers: userHeaders(m.header),
+            },
+          };
+    this.reads.set(key, read);
+    return read;
+  }
+
+  /** Reads the keys not read yet in one request, where the bucket can. */
+  async #readAll(keys: readonly string[]): Promise<void> {
+    const fresh = [...new Set(keys)].filter(
+      (k) => !this.reads.has(k) && !this.writes.has(k) && !this.#reading.has(k),
+    );
+    // One by one, as `get` does, for a single key or more than one direct get answers (1024).
+    if (fresh.length < 2 || fresh.length > 1_000 || !this.#b.readMany) return;
+    for (const k of fresh) this.#b.validateReadKey(k);
+    const found = await this.#b.readMany(fresh);
+    for (const k of fresh) if (!this.reads.has(k)) await this.#record_(k, found.get(k) ?? null);
   }
 
   async getEntry(key: string): Promise<TxEntry<T> | null> {
@@ -153,6 +182,15 @@ export class Attempt<T> implements Tx<T> {
   }
 
   async getMany(keys: readonly string[]): Promise<(T | null)[]> {
+    this.#open('getMany');
+    // All at once: a transaction holding none of them waits until it can take them all.
+    await this.#track(
+      (async () => {
+        await this.#lock(keys);
+        await this.#readAll(keys);
+      })(),
+      false,
+    );
     return await Promise.all(keys.map((k) => this.get(k)));
   }
 

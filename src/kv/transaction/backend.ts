@@ -1,9 +1,11 @@
-import type { StoredMsg } from '@nats-io/jetstream';
-import type { BatchAck, BatchMessage } from '../../jetstream/atomic-batch.js';
+import { JetStreamError, type StoredMsg } from '@nats-io/jetstream';
+import type { BatchAck } from '../../jetstream/atomic-batch.js';
 import { publishAtomicBatch } from '../../jetstream/atomic-batch.js';
-import type { TypedBucket } from '../bucket-state.js';
+import type { BucketState, TypedBucket } from '../bucket-state.js';
 import { OPERATION } from '../headers.js';
-import { guardSubjectOf, validateKey, validateStoredKey } from '../names.js';
+import { guardSubjectOf, keyOf, subjectOf, validateKey, validateStoredKey } from '../names.js';
+import { committerOf, type GroupMember, type GroupSink } from './group-commit.js';
+import type { KeyLocks } from './key-locks.js';
 
 /** What a transaction needs from its bucket. */
 export interface TxBackend<T> {
@@ -14,7 +16,16 @@ export interface TxBackend<T> {
   validateReadKey(key: string): void;
   /** Throws `INVALID_KEY` unless natskit may write the key. */
   validateWriteKey(key: string): void;
+  /**
+   * Reads the last message on the key, once no commit of this process that writes it is
+   * queued or in flight (reading the revision such a commit replaces is a certain conflict).
+   */
   readLast(key: string): Promise<StoredMsg | null>;
+  /**
+   * Like `readLast` for several keys, in one request (one point in the stream); absent keys are
+   * missing from the map. Undefined where the bucket cannot (reads then go one by one).
+   */
+  readonly readMany?: ((keys: readonly string[]) => Promise<Map<string, StoredMsg>>) | undefined;
   /** Reads the first message on the key with a sequence >= `seq`. */
   readNext(key: string, seq: number): Promise<StoredMsg | null>;
   encode(key: string, value: T): Promise<Uint8Array>;
@@ -29,19 +40,58 @@ export interface TxBackend<T> {
   forgetAtomic(): void;
   /** A single compare-and-set write (works on every server). */
   writeOne(key: string, data: Uint8Array | null, revision: number | undefined): Promise<number>;
-  publishBatch(messages: readonly BatchMessage[]): Promise<BatchAck>;
+  /** The keys transactions of this process hold (shared by every handle of the bucket). */
+  readonly locks: KeyLocks;
+  /** Commits one transaction's atomic batch, grouped with concurrent ones (see `GroupCommitter`). */
+  commitBatch(member: GroupMember): Promise<BatchAck>;
 }
 
 /** What a transaction needs from a bucket handle: reads, encoding, compare-and-set writes, batches. */
 export function txBackend<T>(handle: TypedBucket<T>): TxBackend<T> {
   const s = handle.state;
   const name = s.name;
+  const committer = committerOf(s, name);
+  const publishBatch: GroupSink['publishBatch'] = (messages) =>
+    publishAtomicBatch(s.ctx.nc, messages, {
+      timeoutMs: s.ctx.requestTimeoutMs,
+      maxMessageBytes: s.maxMessageBytes,
+      resilient: s.ctx.resilient,
+      apiPrefix: s.ctx.js.apiPrefix,
+    });
+  const readLast = async (key: string) => {
+    await committer.settledFor(key);
+    const m = await s.readLast(key);
+    committer.observe(key, m?.seq ?? 0);
+    return m;
+  };
+  const readMany = async (keys: readonly string[]) => {
+    await Promise.all(keys.map((k) => committer.settledFor(k)));
+    let found: Map<string, StoredMsg>;
+    try {
+      found = await readLastMany(s, keys);
+    } catch (err) {
+      if (!(err instanceof JetStreamError)) throw err; // a status error (JetStreamStatusError)
+      // A status instead of messages (no responders while a replica takes over, say): the keys
+      // one by one, with the retries and error mapping of a single read.
+      found = new Map();
+      const msgs = await Promise.all(keys.map((k) => s.readLast(k)));
+      for (const [i, m] of msgs.entries()) if (m) found.set(keys[i] as string, m);
+    }
+    for (const k of keys) committer.observe(k, found.get(k)?.seq ?? 0);
+    return found;
+  };
+  const sink: GroupSink = {
+    publishBatch,
+    revisionOf: async (key) => (await s.readLast(key))?.seq ?? 0,
+  };
   return {
     bucket: name,
     guardSubject: guardSubjectOf(name),
     validateReadKey: (key) => validateStoredKey(key, name),
     validateWriteKey: (key) => validateKey(key, name),
-    readLast: (key) => s.readLast(key),
+    readLast,
+    readMany:
+      s.config.allow_direct && s.ctx.capabilities().features.multiGet ? readMany : undefined,
     readNext: (key, seq) => s.readNext(key, seq),
     encode: (key, value) => handle.encode(key, value),
     decode: (key, m) => handle.decode(key, m),
@@ -53,12 +103,24 @@ export function txBackend<T>(handle: TypedBucket<T>): TxBackend<T> {
       data === null
         ? s.write(key, new Uint8Array(0), [[OPERATION, 'DEL']], { revision })
         : s.write(key, data, [], { revision }),
-    publishBatch: (messages) =>
-      publishAtomicBatch(s.ctx.nc, messages, {
-        timeoutMs: s.ctx.requestTimeoutMs,
-        maxMessageBytes: s.maxMessageBytes,
-        resilient: s.ctx.resilient,
-        apiPrefix: s.ctx.js.apiPrefix,
-      }),
+    locks: committer.locks,
+    commitBatch: (member) => committer.submit(member, sink),
   };
+}
+
+/** The last message of each key, in one `multi_last` direct get (at most 1000 keys here). */
+async function readLastMany(
+  s: BucketState,
+  keys: readonly string[],
+): Promise<Map<string, StoredMsg>> {
+  const subjects = keys.map((k) => subjectOf(s.keySpace, k));
+  const msgs = await s.call(`get ${keys.join(', ')}`, async () => {
+    const got: StoredMsg[] = [];
+    for await (const m of await s.ctx.jsm.direct.getLastMessagesFor(s.stream, {
+      multi_last: subjects,
+    }))
+      got.push(m);
+    return got;
+  });
+  return new Map(msgs.map((m) => [keyOf(s.keySpace, m.subject), m]));
 }

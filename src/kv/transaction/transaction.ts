@@ -38,31 +38,41 @@ export async function runTransaction<T, R>(
   const maxDelay = options.backoff?.maxDelayMs ?? 500;
   let last: NatskitError | undefined;
   let involved: string[] = [];
-  for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-    options.signal?.throwIfAborted();
-    const tx = new Attempt(b);
-    let value: R;
-    try {
-      value = await fn(tx); // an error thrown here aborts, nothing written, rethrown unchanged
-    } catch (err) {
-      tx.close();
-      throw err;
-    }
-    await tx.settle(); // every operation the function started; a failed write aborts, unchanged
-    try {
-      const revisions = await commit(b, tx, isolation);
-      return { value, attempts: attempt, revisions };
-    } catch (err) {
-      if (!NatskitError.is(err, 'KV_REVISION_CONFLICT')) throw err;
-      last = err;
+  // One owner for every attempt: a retried transaction keeps its age, so it gets ahead.
+  const owner = b.locks.owner();
+  try {
+    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+      options.signal?.throwIfAborted();
+      const tx = new Attempt(b, owner);
+      let committing = false;
+      try {
+        let value: R;
+        try {
+          value = await fn(tx); // an error thrown here aborts, nothing written, rethrown unchanged
+        } catch (err) {
+          tx.close();
+          throw err;
+        }
+        await tx.settle(); // every operation the function started; a failed write aborts, unchanged
+        committing = true;
+        const revisions = await commit(b, tx, isolation);
+        return { value, attempts: attempt, revisions };
+      } catch (err) {
+        if (!NatskitError.is(err, 'KV_REVISION_CONFLICT') || !committing) throw err;
+        last = err;
+      } finally {
+        b.locks.release(owner); // the commit settled (or never began): the keys are free
+      }
       involved = await changedKeys(b, tx);
+      if (attempt < maxAttempts) {
+        const delay = Math.min(maxDelay, minDelay * 2 ** (attempt - 1)) * (0.5 + Math.random());
+        await sleep(delay, undefined, options.signal ? { signal: options.signal } : {});
+      }
     }
-    if (attempt < maxAttempts) {
-      const delay = Math.min(maxDelay, minDelay * 2 ** (attempt - 1)) * (0.5 + Math.random());
-      await sleep(delay, undefined, options.signal ? { signal: options.signal } : {});
-    }
+    throw conflict(b.bucket, involved, maxAttempts, last);
+  } finally {
+    b.locks.end(owner);
   }
-  throw conflict(b.bucket, involved, maxAttempts, last);
 }
 
 /** The keys whose revision moved since the attempt read (or meant to write) them. */
@@ -146,9 +156,15 @@ async function commit<T>(
       headers: h,
     });
   }
+  const expects = new Map<string, number>(guards.map(([key, read]) => [key, read.revision]));
+  for (const [key, w] of writes) {
+    const expected = expectation(tx, key, w);
+    if (expected !== undefined) expects.set(key, expected);
+  }
   let firstWrite: number;
   try {
-    firstWrite = (await b.publishBatch(messages)).firstSeq + guards.length;
+    const member = { messages, expects, writes: writes.map(([key]) => key) };
+    firstWrite = (await b.commitBatch(member)).firstSeq + guards.length;
   } catch (err) {
     if (NatskitError.is(err, 'NATS_UNAVAILABLE') && err.details?.outcome === 'unknown') {
       // The commit reply is late or lost: find out whether the batch was stored before anything
