@@ -4,6 +4,9 @@ import { NatskitError } from '../errors/natskit-error.js';
 /** One header of a write, in the order sent. */
 export type HeaderList = readonly (readonly [string, string])[];
 
+/** No headers: what a write without any gets (one shared list, nothing allocated per call). */
+export const NO_HEADERS: HeaderList = Object.freeze([]);
+
 /** The bytes headers take on the wire (`NATS/1.0\r\n`, `name: value\r\n` each, `\r\n`). */
 export function headerBytes(list: HeaderList): number {
   if (list.length === 0) return 0;
@@ -42,7 +45,7 @@ export function checkHeaders(
   h: HeaderList | Readonly<Record<string, string>> | undefined,
   field = 'headers',
 ): HeaderList {
-  if (h === undefined) return [];
+  if (h === undefined) return NO_HEADERS;
   if (typeof h !== 'object' || h === null) {
     throw new NatskitError('INVALID_OPTIONS', `${field} must be an object of strings`, {
       details: { field },

@@ -5,7 +5,7 @@ import { describeThrown } from '../errors/thrown.js';
 import type { HeaderList } from '../jetstream/headers.js';
 import { outcomeOf } from '../metrics/metrics.js';
 import { bucketHealth } from './bucket-health.js';
-import type { BucketState } from './bucket-state.js';
+import type { BucketState, WriteOptions } from './bucket-state.js';
 import { bulkDelete, bulkGet, bulkPut, ttlOf } from './bulk.js';
 import type { Codec, StandardSchemaV1 } from './codec.js';
 import { validate } from './codec.js';
@@ -46,6 +46,9 @@ export interface HandleCodec<T> {
   readonly schema: StandardSchemaV1<unknown, T> | undefined;
 }
 
+/** The write options of a put given none. */
+const NO_OPTIONS: WriteOptions = Object.freeze({});
+
 /** How often `delete` re-reads a key that changed between its read and its delete. */
 const DELETE_ATTEMPTS = 10;
 
@@ -71,12 +74,24 @@ export class KvBucketImpl<T> implements KvBucket<T> {
 
   /** Validates the key and the value, and encodes it; nothing is sent. */
   async encode(key: string, value: T): Promise<Uint8Array> {
+    if (!this.#c.schema) return this.#encodePlain(key, value);
     validateKey(key, this.name);
     const checked = await validate(this.#c.schema, value, {
       key,
       direction: 'write',
       bucket: this.name,
     });
+    return this.#bytes(key, checked);
+  }
+
+  /** {@link encode} of a handle without a schema: synchronous, so a put need not wait for it. */
+  #encodePlain(key: string, value: T): Uint8Array {
+    validateKey(key, this.name);
+    return this.#bytes(key, value);
+  }
+
+  /** The codec's bytes of a checked value, sized for the bucket. */
+  #bytes(key: string, checked: T): Uint8Array {
     let data: Uint8Array;
     try {
       data = this.#c.codec.encode(checked);
@@ -165,10 +180,12 @@ export class KvBucketImpl<T> implements KvBucket<T> {
 
   // ---- writes ----
 
-  async #put(key: string, value: T, options: KvPutOptions = {}): Promise<number> {
+  async #put(key: string, value: T, options?: KvPutOptions): Promise<number> {
     checkCallOptions('put', options);
-    const headers = checkUserHeaders(options.headers);
-    const data = await this.encode(key, value);
+    const headers = checkUserHeaders(options?.headers);
+    // Without a schema nothing is awaited before the write: the value is encoded as it is now.
+    const data = this.#c.schema ? await this.encode(key, value) : this.#encodePlain(key, value);
+    if (options === undefined) return await this.state.write(key, data, headers, NO_OPTIONS);
     const ttl = ttlOf(options.ttlMs);
     if (ttl) await this.state.ensureTtl();
     return await this.state.write(key, data, headers, { ...options, ttl });

@@ -13,14 +13,51 @@ export interface Codec<T> {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
+/** Nesting the allocation-free check walks before the exact walk (it finds cycles) takes over. */
+const FAST_DEPTH = 32;
+
 /** Rejects what JSON would drop or mangle silently: BigInt, functions, symbols, cycles, Map, Set, NaN. */
 export function assertJsonSafe(value: unknown, path = '$', seen = new Set<object>()): void {
+  // Most values pass: check them without allocating, and walk again naming the path only when
+  // this check fails (or the value is too deep for it to rule out a cycle).
+  if (path === '$' && jsonSafe(value, 0)) return;
   const problem = jsonProblem(value, path, seen);
   if (problem) {
     throw new NatskitError('INVALID_VALUE', `value is not JSON-serializable: ${problem}`, {
       details: { path },
     });
   }
+}
+
+/**
+ * True when JSON keeps `value` as it is, by the rules of {@link jsonProblem}; false when it does
+ * not, or when it nests deeper than {@link FAST_DEPTH} (a cycle is never seen here).
+ */
+function jsonSafe(value: unknown, depth: number): boolean {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return true;
+    case 'number':
+      return Number.isFinite(value);
+    case 'undefined':
+      return depth > 0;
+    case 'object':
+      break;
+    default:
+      return false; // bigint, function, symbol
+  }
+  if (value === null) return true;
+  if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return true;
+  if (value instanceof Map || value instanceof Set || depth >= FAST_DEPTH) return false;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (!jsonSafe(value[i], depth + 1)) return false;
+    return true;
+  }
+  for (const k of Object.keys(value)) {
+    if (!jsonSafe((value as Record<string, unknown>)[k], depth + 1)) return false;
+  }
+  return true;
 }
 
 function jsonProblem(value: unknown, path: string, seen: Set<object>): string | undefined {
@@ -34,8 +71,9 @@ function jsonProblem(value: unknown, path: string, seen: Set<object>): string | 
   if (obj instanceof Map || obj instanceof Set) return `a ${obj.constructor.name} at ${path}`;
   if (seen.has(obj)) return `a cycle at ${path}`;
   seen.add(obj);
+  // Array.from visits a sparse array's holes too (JSON writes them as null).
   const entries: [string, unknown][] = Array.isArray(obj)
-    ? obj.map((v, i) => [`[${i}]`, v])
+    ? Array.from(obj, (v: unknown, i) => [`[${i}]`, v])
     : Object.entries(obj).map(([k, v]) => [`.${k}`, v]);
   for (const [step, v] of entries) {
     const p = jsonProblem(v, `${path}${step}`, seen);

@@ -124,6 +124,7 @@ export function checkBucketOptions(name: string, options: unknown): void {
 
 /** Throws `INVALID_OPTIONS` when the options of a KV call have an unknown field. */
 export function checkCallOptions(call: keyof typeof CALLS, options: unknown): void {
+  if (options === undefined) return; // the common call: nothing to check, no message to build
   const where = `${call} options `;
   checkOptionsObject(where, options, CALLS[call]);
   const o = options as { retry?: unknown; backoff?: unknown } | undefined;

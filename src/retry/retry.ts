@@ -116,15 +116,18 @@ export async function withRetry<T>(
   fn: (attempt: number) => Promise<T>,
   { what, retry: options, signal, counter, isRetryable = isTransient }: WithRetryOptions,
 ): Promise<T> {
-  const o = { ...RETRY_DEFAULTS, ...options };
   let attempts = 1;
+  let o: Required<RetryOptions>;
   try {
     signal?.throwIfAborted();
-    // The first attempt runs bare: p-retry's setup is only paid once something failed.
+    // The first attempt runs bare: p-retry's setup (and the options) is only paid once something
+    // failed.
     try {
       return await fn(1);
     } catch (err) {
-      if (o.retries <= 0 || !isRetryable(err)) throw err;
+      if (!isRetryable(err)) throw err;
+      o = { ...RETRY_DEFAULTS, ...options };
+      if (o.retries <= 0) throw err;
       if (counter) counter.retries++;
       // The connection is back: nothing to wait for.
       if (!(err instanceof RequestInterruptedError)) {

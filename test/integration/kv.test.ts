@@ -158,6 +158,17 @@ describe('KVStoreService', () => {
       expect(history.at(-1)?.revision).toBe(created);
     });
 
+    it('a plain put stores the value as it was when put was called (as the NATS client does)', async () => {
+      const b = await kv.bucket<{ n: number; tags: string[] }>('snapshot', { provision: {} });
+      const value = { n: 1, tags: ['a'] };
+      const put = b.put('k', value);
+      // The caller reuses its object at once: the put must not read it later.
+      value.n = 2;
+      value.tags.push('b');
+      const revision = await put;
+      expect(await b.getEntry('k')).toMatchObject({ value: { n: 1, tags: ['a'] }, revision });
+    });
+
     it('uses the codec and schema of the bucket', async () => {
       const s = await kv.bucket<string>('strings', { provision: {}, codec: 'string' });
       await s.put('greeting', 'hello');

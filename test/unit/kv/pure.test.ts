@@ -95,6 +95,39 @@ describe('codecs', () => {
     expect(codeOf(() => resolveCodec({ encode: 1 } as never))).toBe('INVALID_OPTIONS');
   });
 
+  it('JSON encodes sparse arrays as JSON does, and names the path of a problem at any depth', () => {
+    const json = jsonCodec();
+    const text = (v: unknown) => new TextDecoder().decode(json.encode(v));
+    // A hole is null in JSON (before: a TypeError from the check, not a stored value).
+    // biome-ignore lint/suspicious/noSparseArray: the hole is the case under test
+    expect(text({ a: [1, , 3] })).toBe('{"a":[1,null,3]}');
+    const messageOf = (v: unknown) => {
+      try {
+        json.encode(v);
+        return 'ok';
+      } catch (err) {
+        return NatskitError.is(err, 'INVALID_VALUE') ? err.message : String(err);
+      }
+    };
+    // biome-ignore lint/suspicious/noSparseArray: a problem after a hole is still found
+    expect(messageOf({ a: [1, , 3n] })).toContain('a bigint at $.a[2]');
+    expect(messageOf({ a: [{ b: Number.NaN }] })).toContain('NaN at $.a[0].b');
+    // Nesting past the allocation-free check: an acyclic value passes, a deep cycle is named.
+    const deep = (n: number, leaf: unknown) => {
+      let v: unknown = leaf;
+      for (let i = 0; i < n; i++) v = { c: v };
+      return v as Record<string, unknown>;
+    };
+    expect(messageOf(deep(100, 1))).toBe('ok');
+    expect(JSON.parse(text(deep(100, 'x')))).toEqual(deep(100, 'x'));
+    expect(messageOf(deep(100, () => 1))).toContain(`a function at $${'.c'.repeat(100)}`);
+    const ring = deep(40, null);
+    let end = ring;
+    while (end.c !== null) end = end.c as Record<string, unknown>;
+    end.c = ring;
+    expect(messageOf(ring)).toBe(`value is not JSON-serializable: a cycle at $${'.c'.repeat(40)}`);
+  });
+
   it('a Standard Schema failure is VALIDATION_FAILED with the issues and their paths', async () => {
     const schema = testSchema<{ n: number }>((v) =>
       (v as { n?: number })?.n === 1 ? undefined : 'n must be 1',
