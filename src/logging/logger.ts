@@ -58,12 +58,42 @@ function isLogger(value: LoggerOption): value is Logger {
   );
 }
 
+/**
+ * An error's message followed by those of its causes, each cause's only when the text so far
+ * does not hold it already: a natskit error that says what its cause said (`could not connect to
+ * NATS at ...: Authorization Violation`) is not followed by the same words again, as pino's own
+ * join of the cause chain does.
+ */
+export function messageWithNewCauses(err: Error): string {
+  let text = String(err.message);
+  const seen = new Set<unknown>([err]);
+  for (let c: unknown = err.cause; c instanceof Error && !seen.has(c); c = c.cause) {
+    seen.add(c);
+    if (c.message && !text.includes(c.message)) text += `: ${c.message}`;
+  }
+  return text;
+}
+
+/** pino's error serializer, with each message of the cause chain said once. */
+function stdErr(value: never): unknown {
+  const out = pino.stdSerializers.err(value);
+  if (
+    (value as unknown) instanceof Error &&
+    typeof out === 'object' &&
+    out !== null &&
+    'message' in out
+  ) {
+    (out as { message: string }).message = messageWithNewCauses(value as Error);
+  }
+  return out;
+}
+
 /** The `err` serializer a logger uses (pino's own unless its owner set one). */
 function errSerializer(logger: Logger | undefined): (value: never) => unknown {
   const own = (
     logger as unknown as Record<symbol, Record<string, unknown> | undefined> | undefined
   )?.[pino.symbols.serializersSym]?.err;
-  return typeof own === 'function' ? (own as (value: never) => unknown) : pino.stdSerializers.err;
+  return typeof own === 'function' ? (own as (value: never) => unknown) : stdErr;
 }
 
 /**
@@ -85,7 +115,7 @@ export function createRootLogger(option: LoggerOption = {}): Logger {
   const options = {
     level: option.level ?? 'info',
     redact: REDACT,
-    serializers: { err: safeErrSerializer(pino.stdSerializers.err) },
+    serializers: { err: safeErrSerializer(stdErr) },
   };
   return destination ? pino(options, destination) : pino(options);
 }

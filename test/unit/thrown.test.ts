@@ -71,4 +71,27 @@ describe('reading what user code threw', () => {
       { type: 'Object', message: '[object Object]' },
     ]);
   });
+
+  it('a logged error says each message of its cause chain once (pino joins them all)', () => {
+    const logs = captureLogs();
+    const client = new Error('Authorization Violation');
+    const wrapped = new NatskitError(
+      'AUTH_FAILED',
+      'the NATS server at nats://127.0.0.1:4222 refused the credentials: Authorization Violation',
+      { cause: client },
+    );
+    const outer = new Error('start failed', { cause: wrapped });
+    createRootLogger({ level: 'info', destination: logs.stream }).error({ err: outer }, 'failed');
+    const message = (logs.lines()[0]?.err as { message?: string } | undefined)?.message ?? '';
+    expect(message).toBe(
+      'start failed: the NATS server at nats://127.0.0.1:4222 refused the credentials: Authorization Violation',
+    );
+    expect(message.split('Authorization Violation')).toHaveLength(2);
+    // A cause that adds something is still said.
+    const other = new Error('outer', { cause: new Error('inner detail') });
+    createRootLogger({ level: 'info', destination: logs.stream }).error({ err: other }, 'x');
+    expect((logs.lines()[1]?.err as { message?: string } | undefined)?.message).toBe(
+      'outer: inner detail',
+    );
+  });
 });
