@@ -22,6 +22,8 @@ import {
   type Feature,
   requireFeature,
 } from './capabilities.js';
+import { connectionHealth } from './connection-health.js';
+import { type LinkStatus, LinkWatch } from './link-watch.js';
 import {
   CONNECTION_OPTIONS,
   type ConnectionOptions,
@@ -77,6 +79,7 @@ export class ConnectionService implements Service {
   #statusIterator: Partial<QueuedIterator<Status>> | undefined;
   #stopped = false;
   readonly #inFlight = new Set<InFlight>();
+  #link: LinkWatch | undefined;
 
   readonly #metrics: Metrics;
 
@@ -117,6 +120,11 @@ export class ConnectionService implements Service {
     return this.#options.requestTimeoutMs;
   }
 
+  /** Whether the link looks dead while connected (option `nats.deadLinkTimeoutMs`). */
+  get link(): LinkStatus {
+    return this.#link?.status ?? { status: 'ok' };
+  }
+
   /** How the connection ended, once stopped. */
   get closeResult(): CloseResult | undefined {
     return this.#closeResult;
@@ -137,6 +145,7 @@ export class ConnectionService implements Service {
    */
   resilient<R>(request: Promise<R>): Promise<R> {
     if (this.#status.state !== 'connected') return request;
+    const sentAt = performance.now();
     return new Promise<R>((resolve, reject) => {
       const entry: InFlight = {
         lost: false,
@@ -153,6 +162,7 @@ export class ConnectionService implements Service {
         },
         (err: unknown) => {
           this.#inFlight.delete(entry);
+          this.#link?.requestFailed(err, sentAt);
           reject(err);
         },
       );
@@ -216,6 +226,7 @@ export class ConnectionService implements Service {
       throw err;
     }
     this.#set('connected', { server: redactUrl(nc.getServer()) });
+    this.#link = LinkWatch.start(nc, o.deadLinkTimeoutMs, this.#log, this.#metrics);
     this.#log.info(
       {
         server: this.#status.server,
@@ -261,6 +272,7 @@ export class ConnectionService implements Service {
   /** Stops following the connection, and closes it unless it was handed in. */
   async #release(nc: NatsConnection): Promise<void> {
     this.#stopped = true;
+    this.#link?.stop();
     this.#statusIterator?.stop?.();
     if (!this.#options.connection) await nc.close().catch(() => undefined);
     await this.#statusLoop.catch(() => undefined);
@@ -347,6 +359,7 @@ export class ConnectionService implements Service {
       return;
     }
     this.#stopped = true;
+    this.#link?.stop();
     const drained = nc.drain().then(
       () => 'drained' as const,
       (err: unknown) => {
@@ -365,35 +378,13 @@ export class ConnectionService implements Service {
 
   /** `pass` when connected (RTT in ms), `warn` while reconnecting, `fail` otherwise. */
   async health(): Promise<HealthCheckResult> {
-    const { state, lameDuck } = this.#status;
-    const server = this.#capabilities
-      ? `${this.#capabilities.serverId} (${this.#capabilities.serverVersion})`
-      : 'none';
-    if (state !== 'connected' || !this.#nc) {
-      // A short outage while the client reconnects is a warning; past the grace it is a failure.
-      const outageMs = Math.round(performance.now() - (this.#outageSince ?? performance.now()));
-      const inGrace =
-        state !== 'closed' && this.#nc !== undefined && outageMs < this.#options.reconnectGraceMs;
-      return {
-        status: inGrace ? 'warn' : 'fail',
-        observedValue: outageMs,
-        observedUnit: 'ms',
-        output: `connection ${state} for ${outageMs} ms (grace ${this.#options.reconnectGraceMs} ms); last server ${server}`,
-      };
-    }
-    try {
-      const rtt = await this.#nc.rtt();
-      return {
-        status: lameDuck ? 'warn' : 'pass',
-        observedValue: rtt,
-        observedUnit: 'ms',
-        output: `${lameDuck ? 'server in lame duck mode; ' : ''}server ${server}`,
-      };
-    } catch (err) {
-      return {
-        status: 'warn',
-        output: `rtt failed: ${err instanceof Error ? err.message : String(err)}`,
-      };
-    }
+    return await connectionHealth({
+      ...this.#status,
+      nc: this.#nc,
+      capabilities: this.#capabilities,
+      outageSince: this.#outageSince,
+      reconnectGraceMs: this.#options.reconnectGraceMs,
+      link: this.link,
+    });
   }
 }

@@ -8,6 +8,7 @@ import {
 import { checkMs } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { createToken, type Token } from '../lifecycle/service.js';
+import { checkDeadLinkTimeout, DEAD_LINK_TIMEOUT_MS } from './link-watch.js';
 
 /** TLS settings of a connection (file paths, PEM). */
 export interface ConnectionTlsOptions {
@@ -52,6 +53,16 @@ export interface ConnectionOptions {
   /** @defaultValue 30000 */
   readonly pingIntervalMs?: number;
   /**
+   * How soon a connection that says "connected" but carries nothing (a NAT entry or load
+   * balancer flow that expired, a stalled link) is found and replaced: after half of it without
+   * a byte from the server, natskit sends one PING; no reply within the other half, and the app
+   * turns not ready and reconnects. A link that carries traffic costs nothing; an idle one
+   * carries one PING/PONG (about 12 bytes) every half of it. `false` leaves it to the client's
+   * pings (`pingIntervalMs` times 2: a minute by default). See docs/reliability.md.
+   * @defaultValue 6000
+   */
+  readonly deadLinkTimeoutMs?: number | false;
+  /**
    * How long a lost connection is only `warn` in health checks (reconnecting), before it is
    * `fail`: orchestrators should not restart pods for a short reconnect. @defaultValue 30000
    */
@@ -89,6 +100,7 @@ export const CONNECTION_DEFAULTS = Object.freeze({
   reconnectTimeWaitMs: 250,
   reconnectJitterMs: 250,
   pingIntervalMs: 30_000,
+  deadLinkTimeoutMs: DEAD_LINK_TIMEOUT_MS as number | false,
   reconnectGraceMs: 30_000,
   drainTimeoutMs: 10_000,
   requestTimeoutMs: 5_000,
@@ -131,6 +143,7 @@ export function resolveConnectionOptions(
   ] as const) {
     checkMs(`nats.${f}`, options[f]);
   }
+  checkDeadLinkTimeout(options.deadLinkTimeoutMs);
   if (options.reconnectJitterMs !== undefined && !(options.reconnectJitterMs >= 0)) {
     throw invalid('reconnectJitterMs', 'must be >= 0');
   }
