@@ -3,7 +3,8 @@
 // connection was replaced, how long /readyz said 200, how long writes stalled, what failed and
 // whether anything was lost. Run after a build:
 //   node bench/dead-link.ts            (natskit's defaults)
-//   DEAD_LINK_MS=0 node bench/dead-link.ts   (dead-link detection off: the client's pings alone)
+//   DEAD_LINK_MS=off node bench/dead-link.ts   (detection off: the client's own pings alone)
+//   DEAD_LINK_MS=3000 node bench/dead-link.ts  (another bound)
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RetentionPolicy } from '@nats-io/jetstream';
@@ -21,7 +22,9 @@ async function main(): Promise<void> {
     health: { port: 0 },
     nats: {
       servers: proxy.url,
-      ...(deadLinkMs === undefined ? {} : { deadLinkTimeoutMs: Number(deadLinkMs) }),
+      ...(deadLinkMs === undefined
+        ? {}
+        : { deadLinkTimeoutMs: deadLinkMs === 'off' ? false : Number(deadLinkMs) }),
     },
   });
   const conn = app.get(ConnectionService);
@@ -81,7 +84,7 @@ async function main(): Promise<void> {
     const res = await fetch(`${probeUrl}/readyz`);
     await res.arrayBuffer();
     if (res.status !== 200 && notReadyAt === undefined) notReadyAt = performance.now();
-    await sleep(250);
+    await sleep(100);
   }
   off();
   const back = replacedAt ?? performance.now();

@@ -226,7 +226,13 @@ export class ConnectionService implements Service {
       throw err;
     }
     this.#set('connected', { server: redactUrl(nc.getServer()) });
-    this.#link = LinkWatch.start(nc, o.deadLinkTimeoutMs, this.#log, this.#metrics);
+    // A handed-in connection is not ours to replace.
+    this.#link = LinkWatch.start(
+      nc,
+      !o.connection && o.deadLinkTimeoutMs,
+      this.#log,
+      this.#metrics,
+    );
     this.#log.info(
       {
         server: this.#status.server,

@@ -48,8 +48,8 @@ export type LinkStatus =
  * flow that expired, a link that stalled. The client's own pings find it only after
  * `pingInterval * maxPingOut` (a minute or more); this watch looks at the bytes received. While
  * any arrive (messages, heartbeats, replies, pongs) the link is alive and costs nothing. After
- * half the bound without a byte, one PING goes out; no PONG within the other half (and still no
- * byte) and the link is declared dead: readiness falls and the connection is replaced at once
+ * half the bound without a byte, one PING goes out; a quarter later with still no byte the link
+ * is suspect (readiness falls); at the bound it is dead, and the connection is replaced at once
  * (the client's `reconnect()`: subscriptions are sent again on the new connection, requests in
  * flight are interrupted by the ConnectionService, so that the callers retry). The client
  * buffers what is published meanwhile, and sends it on the new connection.

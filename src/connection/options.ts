@@ -55,10 +55,11 @@ export interface ConnectionOptions {
   /**
    * How soon a connection that says "connected" but carries nothing (a NAT entry or load
    * balancer flow that expired, a stalled link) is found and replaced: after half of it without
-   * a byte from the server, natskit sends one PING; no reply within the other half, and the app
-   * turns not ready and reconnects. A link that carries traffic costs nothing; an idle one
-   * carries one PING/PONG (about 12 bytes) every half of it. `false` leaves it to the client's
-   * pings (`pingIntervalMs` times 2: a minute by default). See docs/reliability.md.
+   * a byte from the server, natskit sends one PING; a quarter later with still no byte the app
+   * turns not ready, and at the bound it reconnects. A link that carries traffic costs nothing;
+   * an idle one carries one PING/PONG (about 12 bytes each way) every half of it. `false` leaves
+   * it to the client's pings (2 unanswered `pingIntervalMs`: about 90 s measured). Not applied to
+   * a handed-in `connection`. At least 500. See docs/reliability.md.
    * @defaultValue 6000
    */
   readonly deadLinkTimeoutMs?: number | false;

@@ -68,22 +68,20 @@ function writers(bucket: { put(k: string, v: number): Promise<number> }, n: numb
   const loops = Array.from({ length: n }, async (_, w) => {
     for (let i = 0; running; i++) {
       const key = `w${w}.${i}`;
-      if (
-        await bucket.put(key, i).then(
-          () => true,
-          () => false,
-        )
-      )
-        acks.push({ key, value: i, at: performance.now() });
+      const ok = await bucket.put(key, i).then(
+        () => true,
+        () => false,
+      );
+      if (ok) acks.push({ key, value: i, at: performance.now() });
+      else await sleep(10); // a closed connection fails at once: no busy loop
     }
   });
-  return {
-    acks,
-    stop: async () => {
-      running = false;
-      await Promise.all(loops);
-    },
+  const stop = async () => {
+    running = false;
+    await Promise.all(loops);
   };
+  // `await using`: a failed assertion must not leave the writers running.
+  return { acks, stop, [Symbol.asyncDispose]: stop };
 }
 
 describe('live links are not taken for dead', () => {
@@ -96,7 +94,7 @@ describe('live links are not taken for dead', () => {
     });
     proxy.latency(200);
     const ready = sampleReadiness(probeUrl);
-    const load = writers(bucket, 4);
+    await using load = writers(bucket, 4);
     await waitUntil(() => load.acks.length >= 40, 20_000);
     await load.stop();
     // Idle for more than the bound (6 s): the watch pings a quiet link, twice, over 400 ms RTT.
@@ -120,7 +118,7 @@ describe('live links are not taken for dead', () => {
     const bucket = await app.get(KVStoreService).bucket<number>('heal', {
       provision: { history: 1 },
     });
-    const load = writers(bucket, 4);
+    await using load = writers(bucket, 4);
     await waitUntil(() => load.acks.length >= 100, 20_000);
     proxy.blackhole();
     const cut = performance.now();
@@ -144,7 +142,7 @@ describe('live links are not taken for dead', () => {
     const bucket = await app.get(KVStoreService).bucket<number>('paused', {
       provision: { history: 1 },
     });
-    const load = writers(bucket, 2);
+    await using load = writers(bucket, 2);
     await waitUntil(() => load.acks.length >= 50, 20_000);
     const pid = server.pid as number;
     process.kill(pid, 'SIGSTOP');

@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { ConnectionService, KVStoreService, ServiceManager } from '../../src/index.js';
 import { startFaultProxy, startNatsCluster } from '../../src/testing/index.js';
@@ -24,15 +25,21 @@ describe('dead links on a cluster', () => {
     const writers = Array.from({ length: 3 }, async (_, w) => {
       for (let i = 0; running; i++) {
         const key = `w${w}.${i}`;
-        if (
-          await bucket.put(key, i).then(
-            () => true,
-            () => false,
-          )
-        )
-          acks.push({ key, value: i, at: performance.now() });
+        const ok = await bucket.put(key, i).then(
+          () => true,
+          () => false,
+        );
+        if (ok) acks.push({ key, value: i, at: performance.now() });
+        else await sleep(10); // a closed connection fails at once: no busy loop
       }
     });
+    // Disposed first (declared last): a failed assertion must not leave the writers running.
+    await using _writers = {
+      [Symbol.asyncDispose]: async () => {
+        running = false;
+        await Promise.all(writers);
+      },
+    };
     await waitUntil(() => acks.length >= 100, 20_000);
     const conn = app.get(ConnectionService);
     let back: number | undefined;
@@ -44,8 +51,7 @@ describe('dead links on a cluster', () => {
     await waitUntil(() => back !== undefined, 25_000);
     off();
     await waitUntil(() => acks.some((a) => a.at > (back as number)), 10_000);
-    running = false;
-    await Promise.all(writers);
+    await _writers[Symbol.asyncDispose]();
     const movedMs = (back as number) - cut;
     console.log(`cluster: moved to ${conn.status.server} after ${Math.round(movedMs)} ms`);
     expect(movedMs).toBeLessThan(20_000);

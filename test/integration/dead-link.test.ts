@@ -124,6 +124,7 @@ describe('dead links (through the fault proxy)', () => {
           const key = `w${w}.${n}`;
           const revision = await bucket.put(key, n).catch(() => undefined);
           if (revision !== undefined) acks.push({ key, value: n, revision, at: performance.now() });
+          else await sleep(10); // a closed connection fails at once: no busy loop
         }
       }),
       (async () => {
@@ -138,6 +139,7 @@ describe('dead links (through the fault proxy)', () => {
               () => false,
             );
           if (ok) txs.push(performance.now());
+          else await sleep(10);
         }
       })(),
       (async () => {
@@ -162,6 +164,13 @@ describe('dead links (through the fault proxy)', () => {
         }
       })(),
     ];
+    // Disposed first (declared last): a failed assertion must not leave the loops running.
+    await using _loads = {
+      [Symbol.asyncDispose]: async () => {
+        running = false;
+        await Promise.all(loops);
+      },
+    };
     await waitUntil(() => acks.length > 200 && txs.length > 5 && jobs.length > 10, 20_000);
     expect(await readyz(probeUrl)).toBe(200);
 
@@ -194,8 +203,7 @@ describe('dead links (through the fault proxy)', () => {
       (acks.find((a) => a.at > (replaced as number))?.at as number) - (replaced as number);
     expect(writesBackMs).toBeLessThan(2_000);
     expect(await readyz(probeUrl)).toBe(200);
-    running = false;
-    await Promise.all(loops);
+    await _loads[Symbol.asyncDispose]();
     states.off();
     console.log(
       `black hole: replaced after ${Math.round(replacedMs)} ms, /readyz 503 after ${Math.round((notReadyAt as number) - cut)} ms, writes back ${Math.round(writesBackMs)} ms after`,
