@@ -210,9 +210,9 @@ describe('dead links (through the fault proxy)', () => {
     );
     // The server still holds the old connection's subscriptions (until its own pings fail), so
     // some endpoint requests it routes there time out: see docs/reliability.md.
-    const after = (xs: number[]) => xs.filter((t) => t > (replaced as number)).length;
+    const sinceReplaced = (xs: number[]) => xs.filter((t) => t > (replaced as number)).length;
     console.log(
-      `endpoint after the replacement: ${after(answered)} answered, ${after(unanswered)} timed out`,
+      `endpoint after the replacement: ${sinceReplaced(answered)} answered, ${sinceReplaced(unanswered)} timed out`,
     );
 
     // Nothing acknowledged is lost.
