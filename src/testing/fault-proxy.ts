@@ -46,8 +46,9 @@ export interface FaultProxyHandle extends AsyncDisposable {
    * load balancer that dropped the flow looks like to both ends (no FIN, no RST). The proxy stops
    * reading, so the sender's socket buffers fill as over a dead path; bytes already read are held,
    * and delivered in order on {@link FaultProxyHandle.heal} (TCP retransmits them once a path
-   * is back). Without `connection`, connections accepted later are black-holed as well (their
-   * TCP connect succeeds, then nothing passes).
+   * is back). A close from one end does not cross either (the proxy reads nothing, so it does
+   * not see the FIN): the other end learns it on heal. Without `connection`, connections
+   * accepted later are black-holed as well (their TCP connect succeeds, then nothing passes).
    */
   blackhole(scope?: FaultProxyScope): void;
   /** Delays every byte by `ms` in each direction (so a round trip takes `2 * ms` longer). */

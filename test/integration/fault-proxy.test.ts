@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NatskitError } from '../../src/index.js';
@@ -87,6 +88,32 @@ describe('fault proxy', () => {
     proxy.heal({ connection: 1 });
     expect(await settlesWithin(ping, 5_000)).toBe(true);
     expect(disconnects).toEqual([]);
+  });
+
+  it('does not pass a close through a black hole: the server drops the client, the client learns it on heal', async () => {
+    // A server that pings every 200 ms and drops a client after 2 unanswered pings.
+    await using strict = await startNatsServer({
+      jetstream: false,
+      extraConfig: 'ping_interval: "200ms"\nping_max: 2',
+    });
+    await using proxy = await startFaultProxy({ target: strict.url });
+    await using nc = await client(proxy.url);
+    await nc.flush();
+    const seen: string[] = [];
+    void (async () => {
+      for await (const s of nc.status()) seen.push(s.type);
+    })();
+    proxy.blackhole({ connection: 1 });
+    const monitor = `http://127.0.0.1:${strict.monitorPort}/connz`;
+    const connz = async () =>
+      ((await (await fetch(monitor)).json()) as { num_connections: number }).num_connections;
+    const until = performance.now() + 10_000;
+    while ((await connz()) > 0 && performance.now() < until) await sleep(50);
+    expect(await connz()).toBe(0); // the server closed its side
+    expect(seen).toEqual([]); // the client knows nothing yet
+    expect(proxy.connections[0]?.open).toBe(true);
+    proxy.heal({ connection: 1 });
+    await waitUntil(() => seen.includes('disconnect'), 5_000);
   });
 
   it('black-holes every connection, later ones too: a new client cannot finish its connect', async () => {
