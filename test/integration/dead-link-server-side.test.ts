@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { RetentionPolicy } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { describe, expect, it } from 'vitest';
 import {
@@ -8,6 +9,7 @@ import {
   endpointClient,
   endpoints,
   ServiceManager,
+  StreamService,
 } from '../../src/index.js';
 import { startFaultProxy, startNatsServer } from '../../src/testing/index.js';
 import { waitUntil } from '../support/wait.js';
@@ -61,5 +63,60 @@ describe('dead links, the server side', () => {
       `server side: ${timedOut} requests timed out; all answered again ${Math.round(cleanMs)} ms after the replacement`,
     );
     expect(inRow).toBe(10);
+  });
+
+  it('a worker stopped (drained) while its link is black-holed: the stop ends within its drain deadline plus the ack timeout, and once the link is replaced every job is handled (at least once)', async () => {
+    await using server = await startNatsServer();
+    await using proxy = await startFaultProxy({ target: server.url });
+    await using app = await ServiceManager.start({
+      logger: { level: 'silent' },
+      nats: { servers: proxy.url },
+    });
+    const streams = app.get(StreamService);
+    await streams.ensureStream({
+      name: 'DRAINDL',
+      subjects: ['draindl.>'],
+      retention: RetentionPolicy.Workqueue,
+    });
+    for (let n = 0; n < 8; n++) await streams.publish('draindl.x', JSON.stringify({ n }));
+    const handled = new Map<number, number>();
+    let running = 0;
+    const options = {
+      stream: 'DRAINDL',
+      consumer: 'draindl',
+      concurrency: 4,
+      ackWaitMs: 4_000,
+      drainTimeoutMs: 3_000,
+      handler: async (job: { data: { n: number } }) => {
+        running++;
+        await sleep(1_000); // a job's length: what the drain waits for
+        handled.set(job.data.n, (handled.get(job.data.n) ?? 0) + 1);
+        running--;
+      },
+    };
+    const first = await streams.createWorker<{ n: number }>(options);
+    first.start();
+    await waitUntil(() => running === 4, 10_000);
+    let replaced: number | undefined;
+    const off = app.get(ConnectionService).onStatus((s) => {
+      if (s.state === 'connected') replaced ??= performance.now();
+    });
+    proxy.blackhole({ connection: 1 });
+    const stopping = performance.now();
+    const result = await first.stop();
+    const stopMs = performance.now() - stopping;
+    // The jobs finish within the drain deadline; their acks wait for the server's confirmation
+    // (at most requestTimeoutMs, 5 s), which comes once the link is replaced.
+    expect(stopMs).toBeLessThan(3_000 + 5_000 + 2_000);
+    await waitUntil(() => replaced !== undefined, 20_000);
+    off();
+    // A second worker on the same consumer takes what the first left or whose ack was lost.
+    await using second = await streams.createWorker<{ n: number }>(options);
+    second.start();
+    await waitUntil(() => handled.size === 8, 30_000);
+    const twice = [...handled.values()].filter((n) => n > 1).length;
+    console.log(
+      `worker drain across a black hole: stop took ${Math.round(stopMs)} ms (${result.finished} finished, ${result.naked} naked), 8 of 8 handled, ${twice} twice`,
+    );
   });
 });
