@@ -17,6 +17,9 @@ import type { Metrics } from '../metrics/metrics.js';
  */
 export const DEAD_LINK_TIMEOUT_MS = 6_000;
 
+/** How long a forced reconnect may take to disconnect before its socket is destroyed. */
+const UNSTICK_MS = 1_000;
+
 /** Below this, a slow link or a busy event loop would be taken for a dead one too easily. */
 const MIN_DEAD_LINK_TIMEOUT_MS = 500;
 
@@ -66,6 +69,7 @@ export class LinkWatch {
   #timer: NodeJS.Timeout | undefined;
   #statuses: Partial<QueuedIterator<Status>> | undefined;
   #connected = true;
+  #disconnects = 0;
   #lastIn = -1;
   #lastHeard = performance.now();
   #probing = false;
@@ -133,6 +137,7 @@ export class LinkWatch {
       if (this.#stopped) break;
       if (s.type === 'disconnect') {
         this.#connected = false;
+        this.#disconnects++;
       } else if (s.type === 'reconnect') {
         this.#connected = true;
         this.#lastHeard = performance.now();
@@ -226,9 +231,35 @@ export class LinkWatch {
     this.#metrics.staleLink();
     this.#log.warn({ reason }, 'nats link looks dead; replacing the connection');
     this.#metrics.forcedReconnect();
-    this.#nc.reconnect().catch((err: unknown) => {
-      // Closed or draining: nothing to replace.
-      this.#log.warn({ err }, 'could not force a reconnect');
-    });
+    this.#nc.reconnect().then(
+      () => this.#unstick(),
+      (err: unknown) => {
+        // Closed or draining: nothing to replace.
+        this.#log.warn({ err }, 'could not force a reconnect');
+      },
+    );
+  }
+
+  /**
+   * The client's `reconnect()` closes the socket gracefully: it first waits until what it wrote
+   * has left. Over a black hole with a full send buffer (measured: 20 MB published into it) that
+   * never happens, and no disconnect follows. If none came within a second, destroy the socket:
+   * the client then sees it closed, and reconnects. The socket is not public API (nats.js
+   * 3.4.0's NodeTransport), so every step is checked and a different shape does nothing.
+   */
+  #unstick(): void {
+    const before = this.#disconnects;
+    const timer = setTimeout(() => {
+      // A disconnect came (and maybe a new connection, not to be touched): nothing stuck.
+      if (this.#disconnects !== before || this.#stopped || this.#nc.isClosed()) return;
+      const internals = this.#nc as unknown as {
+        protocol?: { transport?: { socket?: { destroy?: unknown } } };
+      };
+      const socket = internals.protocol?.transport?.socket;
+      if (typeof socket?.destroy !== 'function') return;
+      this.#log.warn('nats connection did not close (send buffer full); destroying its socket');
+      (socket.destroy as () => void).call(socket);
+    }, UNSTICK_MS);
+    timer.unref();
   }
 }

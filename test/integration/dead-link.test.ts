@@ -266,6 +266,30 @@ describe('dead links (through the fault proxy)', () => {
     console.log(`request-timeout trigger: replaced after ${Math.round(replacedMs)} ms`);
   });
 
+  it('a black hole with a full send buffer (20 MB published into it) is still replaced: the socket that cannot close gracefully is destroyed', async () => {
+    await using proxy = await startFaultProxy({ target: server.url });
+    await using app = await ServiceManager.start({
+      ...quiet,
+      nats: { servers: proxy.url, deadLinkTimeoutMs: 2_000 },
+    });
+    const conn = app.get(ConnectionService);
+    const bucket = await app.get(KVStoreService).bucket<number>('dl_full', {
+      provision: { history: 1 },
+    });
+    await bucket.put('k', 0);
+    const states = stateLog(app);
+    const cut = performance.now();
+    proxy.blackhole({ connection: liveConnection(proxy) });
+    const payload = new Uint8Array(64 * 1024);
+    for (let i = 0; i < 320; i++) conn.nc.publish('dl.bulk', payload);
+    await waitUntil(() => states.reconnectedAfter(cut) !== undefined, 20_000);
+    const replacedMs = (states.reconnectedAfter(cut)?.at as number) - cut;
+    expect(replacedMs).toBeLessThan(10_000);
+    expect(await bucket.put('k', 1)).toBeGreaterThan(0);
+    states.off();
+    console.log(`full send buffer: replaced after ${Math.round(replacedMs)} ms`);
+  });
+
   it('every connection black-holed (new ones too): readiness stays down while the client cannot get through, and comes back after heal', async () => {
     await using proxy = await startFaultProxy({ target: server.url });
     await using app = await ServiceManager.start({
