@@ -13,8 +13,10 @@ import {
   type Feature,
   requireFeature,
 } from './capabilities.js';
+import { connectionHealth } from './connection-health.js';
 import { firstConnect } from './first-connect.js';
 import { InFlightRequests } from './in-flight.js';
+import { type LinkStatus, LinkWatch } from './link-watch.js';
 import {
   CONNECTION_OPTIONS,
   type ConnectionOptions,
@@ -65,6 +67,7 @@ export class ConnectionService implements Service {
   #statusIterator: Partial<QueuedIterator<Status>> | undefined;
   #stopped = false;
   readonly #requests = new InFlightRequests();
+  #link: LinkWatch | undefined;
 
   readonly #metrics: Metrics;
 
@@ -108,6 +111,11 @@ export class ConnectionService implements Service {
   /** The subject prefix of the JetStream API (`$JS.API`, or the configured domain's). */
   get jetstreamApiPrefix(): string {
     return jetstreamApiPrefix(this.#options);
+  }
+
+  /** Whether the link looks dead while connected (option `nats.deadLinkTimeoutMs`). */
+  get link(): LinkStatus {
+    return this.#link?.status ?? { status: 'ok' };
   }
 
   /** How the connection ended, once stopped. */
@@ -198,6 +206,16 @@ export class ConnectionService implements Service {
     }
     this.#set('connected', { server: redactUrl(nc.getServer()) });
     this.#requests.connected();
+    // A handed-in connection is not ours to replace.
+    this.#link = LinkWatch.start(
+      nc,
+      !o.connection && o.deadLinkTimeoutMs,
+      this.#log,
+      this.#metrics,
+    );
+    // A request that times out while the link says connected makes the link watch probe at once.
+    const link = this.#link;
+    this.#requests.onFailure = link ? (err, sentAt) => link.requestFailed(err, sentAt) : undefined;
     this.#log.info(
       {
         server: this.#status.server,
@@ -211,6 +229,7 @@ export class ConnectionService implements Service {
   /** Stops following the connection, and closes it unless it was handed in. */
   async #release(nc: NatsConnection): Promise<void> {
     this.#stopped = true;
+    this.#link?.stop();
     this.#statusIterator?.stop?.();
     this.#requests.release();
     if (!this.#options.connection) await nc.close().catch(() => undefined);
@@ -300,6 +319,7 @@ export class ConnectionService implements Service {
       return;
     }
     this.#stopped = true;
+    this.#link?.stop();
     const drained = nc.drain().then(
       () => 'drained' as const,
       (err: unknown) => {
@@ -318,35 +338,13 @@ export class ConnectionService implements Service {
 
   /** `pass` when connected (RTT in ms), `warn` while reconnecting, `fail` otherwise. */
   async health(): Promise<HealthCheckResult> {
-    const { state, lameDuck } = this.#status;
-    const server = this.#capabilities
-      ? `${this.#capabilities.serverId} (${this.#capabilities.serverVersion})`
-      : 'none';
-    if (state !== 'connected' || !this.#nc) {
-      // A short outage while the client reconnects is a warning; past the grace it is a failure.
-      const outageMs = Math.round(performance.now() - (this.#outageSince ?? performance.now()));
-      const inGrace =
-        state !== 'closed' && this.#nc !== undefined && outageMs < this.#options.reconnectGraceMs;
-      return {
-        status: inGrace ? 'warn' : 'fail',
-        observedValue: outageMs,
-        observedUnit: 'ms',
-        output: `connection ${state} for ${outageMs} ms (grace ${this.#options.reconnectGraceMs} ms); last server ${server}`,
-      };
-    }
-    try {
-      const rtt = await this.#nc.rtt();
-      return {
-        status: lameDuck ? 'warn' : 'pass',
-        observedValue: rtt,
-        observedUnit: 'ms',
-        output: `${lameDuck ? 'server in lame duck mode; ' : ''}server ${server}`,
-      };
-    } catch (err) {
-      return {
-        status: 'warn',
-        output: `rtt failed: ${err instanceof Error ? err.message : String(err)}`,
-      };
-    }
+    return await connectionHealth({
+      ...this.#status,
+      nc: this.#nc,
+      capabilities: this.#capabilities,
+      outageSince: this.#outageSince,
+      reconnectGraceMs: this.#options.reconnectGraceMs,
+      link: this.link,
+    });
   }
 }

@@ -22,6 +22,8 @@ interface InFlight {
  * microtasks; a request sent in that gap is marked lost by the disconnect event and retried.
  */
 export class InFlightRequests {
+  /** Told of every request that failed, with when it was sent (the link watch probes on timeouts). */
+  onFailure: ((err: unknown, sentAt: number) => void) | undefined;
   #connected = false;
   #released = false;
   readonly #inFlight = new Set<InFlight>();
@@ -51,6 +53,7 @@ export class InFlightRequests {
   }
 
   #track<R>(send: () => Promise<R>): Promise<R> {
+    const sentAt = this.onFailure ? performance.now() : 0;
     let request: Promise<R>;
     try {
       request = send();
@@ -74,6 +77,7 @@ export class InFlightRequests {
         },
         (err: unknown) => {
           this.#inFlight.delete(entry);
+          this.onFailure?.(err, sentAt);
           reject(err);
         },
       );

@@ -15,6 +15,7 @@ import {
 } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { createToken, type Token } from '../lifecycle/service.js';
+import { checkDeadLinkTimeout, DEAD_LINK_TIMEOUT_MS } from './link-watch.js';
 import { splitUrlCredentials } from './url-credentials.js';
 
 /** TLS settings of a connection (file paths, PEM). */
@@ -66,6 +67,17 @@ export interface ConnectionOptions {
   /** @defaultValue 30000 */
   readonly pingIntervalMs?: number;
   /**
+   * How soon a connection that says "connected" but carries nothing (a NAT entry or load
+   * balancer flow that expired, a stalled link) is found and replaced: after half of it without
+   * a byte from the server, natskit sends one PING; a quarter later with still no byte the app
+   * turns not ready, and at the bound it reconnects. A link that carries traffic costs nothing;
+   * an idle one carries one PING/PONG (about 12 bytes each way) every half of it. `false` leaves
+   * it to the client's pings (2 unanswered `pingIntervalMs`: about 90 s measured). Not applied to
+   * a handed-in `connection`. At least 500. See docs/reliability.md.
+   * @defaultValue 6000
+   */
+  readonly deadLinkTimeoutMs?: number | false;
+  /**
    * How long a lost connection is only `warn` in health checks (reconnecting), before it is
    * `fail`: orchestrators should not restart pods for a short reconnect. @defaultValue 30000
    */
@@ -113,6 +125,7 @@ export const CONNECTION_DEFAULTS = Object.freeze({
   reconnectTimeWaitMs: 250,
   reconnectJitterMs: 250,
   pingIntervalMs: 30_000,
+  deadLinkTimeoutMs: DEAD_LINK_TIMEOUT_MS as number | false,
   reconnectGraceMs: 30_000,
   drainTimeoutMs: 10_000,
   requestTimeoutMs: 5_000,
@@ -142,6 +155,7 @@ const CONNECTION_KEYS = knownKeys<ConnectionOptions>({
   connection: true,
   jetstreamDomain: true,
   jetstreamApiPrefix: true,
+  deadLinkTimeoutMs: true,
 });
 const TLS_KEYS = knownKeys<ConnectionTlsOptions>({
   caFile: true,
@@ -249,6 +263,7 @@ export function resolveConnectionOptions(
   ] as const) {
     checkMs(`nats.${f}`, options[f]);
   }
+  checkDeadLinkTimeout(options.deadLinkTimeoutMs);
   const jitter: unknown = options.reconnectJitterMs;
   if (
     jitter !== undefined &&

@@ -99,6 +99,10 @@ export interface Metrics {
   retry(component: string): void;
   connectionState(connected: boolean): void;
   reconnect(): void;
+  /** A connection found dead while it said "connected" (natskit's link watch or the client's pings). */
+  staleLink(): void;
+  /** A connection natskit closed to reconnect, because its link looked dead. */
+  forcedReconnect(): void;
 }
 
 /**
@@ -129,6 +133,8 @@ export const NO_METRICS: Metrics = {
   retry: () => undefined,
   connectionState: () => undefined,
   reconnect: () => undefined,
+  staleLink: () => undefined,
+  forcedReconnect: () => undefined,
 };
 
 /** Latency buckets in seconds: 100 µs to 10 s. */
@@ -204,6 +210,14 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     registers: [registry],
   });
   const reconnects = counter('natskit_nats_reconnects_total', 'Reconnections to NATS');
+  const staleLinks = counter(
+    'natskit_nats_stale_links_total',
+    'Connections found dead while they said connected: no byte and no reply to a ping in time',
+  );
+  const forcedReconnects = counter(
+    'natskit_nats_forced_reconnects_total',
+    'Connections natskit replaced because their link looked dead',
+  );
 
   const kvCache = new Map<string, KvMetrics>();
   return {
@@ -275,6 +289,8 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     retry: (component) => retries.labels(component).inc(),
     connectionState: (up) => connected.set(up ? 1 : 0),
     reconnect: () => reconnects.inc(),
+    staleLink: () => staleLinks.inc(),
+    forcedReconnect: () => forcedReconnects.inc(),
   };
 }
 

@@ -7,8 +7,9 @@ import { StreamService } from '../stream/stream-service.js';
 /**
  * The NATS built-ins as one module: `ConnectionService`, `StreamService` (after it) and
  * `KVStoreService` (after both), with their options bound; the app is not ready while the
- * connection is not connected. `ServiceManager.start({ nats, kv })` adds it for you; a service
- * you register under one of these tokens replaces the built-in.
+ * connection is not connected, or while its link looks dead (it is being replaced).
+ * `ServiceManager.start({ nats, kv })` adds it for you; a service you register under one of
+ * these tokens replaces the built-in.
  *
  * @example
  * ```ts
@@ -28,8 +29,11 @@ export function natsModule(nats: ConnectionOptions, kv: KVStoreOptions = {}): Se
       { token: KV_OPTIONS, value: kv },
     ],
     notReady: (get) => {
-      const state = get(ConnectionService)?.status.state ?? 'connected';
-      return state === 'connected' ? undefined : `NATS connection is ${state}`;
+      const connection = get(ConnectionService);
+      const state = connection?.status.state ?? 'connected';
+      if (state !== 'connected') return `NATS connection is ${state}`;
+      const link = connection?.link;
+      return link?.status === 'suspect' ? `NATS link looks dead: ${link.reason}` : undefined;
     },
   };
 }

@@ -1,7 +1,15 @@
 /**
- * `natskit/testing`: real nats-server processes for tests, single node or a cluster.
+ * `natskit/testing`: real nats-server processes for tests, single node or a cluster, and a
+ * fault proxy for network faults.
  * @packageDocumentation
  */
+export type {
+  FaultProxyConnection,
+  FaultProxyHandle,
+  FaultProxyOptions,
+  FaultProxyScope,
+} from './fault-proxy.js';
+export { startFaultProxy } from './fault-proxy.js';
 export type {
   NatsClusterHandle,
   NatsClusterOptions,
