@@ -4,6 +4,7 @@ import {
   type StreamSource,
   type SubjectTransformConfig,
 } from '@nats-io/jetstream';
+import { checkKnownKeys } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { streamOf, subjectOf } from './names.js';
 
@@ -47,10 +48,7 @@ function bad(field: string, why: string): NatskitError {
 function checkOrigin(field: string, o: unknown, known: readonly string[]): string {
   if (typeof o !== 'object' || o === null || Array.isArray(o))
     throw bad(field, 'must be an object { bucket }');
-  for (const k of Object.keys(o)) {
-    if (!known.includes(k))
-      throw bad(`${field}.${k}`, `is not a field (known: ${known.join(', ')})`);
-  }
+  checkKnownKeys(field, o, known);
   const bucket = (o as { bucket?: unknown }).bucket;
   if (typeof bucket !== 'string' || !BUCKET.test(bucket) || bucket.length > 252)
     throw bad(`${field}.bucket`, 'must be a bucket name (letters, digits, - and _)');
