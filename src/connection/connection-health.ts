@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { describeThrown } from '../errors/thrown.js';
 import type { HealthCheckResult } from '../lifecycle/service.js';
 import type { Capabilities } from './capabilities.js';
 import type { LinkStatus } from './link-watch.js';
@@ -57,7 +58,7 @@ export async function connectionHealth(v: ConnectionHealthView): Promise<HealthC
   } catch (err) {
     return {
       status: 'warn',
-      output: `rtt failed: ${err instanceof Error ? err.message : String(err)}`,
+      output: `rtt failed: ${describeThrown(err)}`,
     };
   }
 }

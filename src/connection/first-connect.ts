@@ -8,12 +8,13 @@ import {
 } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { NatskitError } from '../errors/natskit-error.js';
+import { describeThrown } from '../errors/thrown.js';
 import { type ResolvedConnectionOptions, redactUrl } from './options.js';
 
 /** The natskit error of one failed connect attempt; never carries the credentials. */
 function connectFailure(err: unknown, servers: string, attempt: number): NatskitError {
   const auth = err instanceof AuthorizationError || err instanceof UserAuthenticationExpiredError;
-  const reason = err instanceof Error ? err.message : String(err);
+  const reason = describeThrown(err);
   return new NatskitError(
     auth ? 'AUTH_FAILED' : 'CONNECTION_FAILED',
     auth

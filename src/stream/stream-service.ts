@@ -225,13 +225,13 @@ export class StreamService implements Service {
       if (isApiError(err, ...EXPECTATION_CODES)) {
         throw new NatskitError(
           'EXPECTATION_FAILED',
-          `publish to ${subject}: ${(err as Error).message}`,
+          `publish to ${subject}: ${describeThrown(err)}`,
           { cause: err, details: { subject, apiCode: (err as { code?: number }).code } },
         );
       }
       throw new NatskitError(
         'PUBLISH_FAILED',
-        `publish to ${subject} failed: ${(err as Error).message}`,
+        `publish to ${subject} failed: ${describeThrown(err)}`,
         {
           cause: err,
           details: { subject },
