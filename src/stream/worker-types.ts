@@ -80,9 +80,9 @@ export interface Worker<T> extends AsyncDisposable {
   /** Starts the fetch loop. */
   start(): void;
   /**
-   * Stops fetching, lets running jobs finish until the drain deadline, and gives back (naks)
-   * the rest and every job the pulls still delivered, once none is left open (up to
-   * `fetchExpiresMs`): `naked` counts both.
+   * Stops fetching, gives back (naks) every job the pulls still delivered as soon as none is
+   * left open (up to `fetchExpiresMs`, while the running jobs drain), lets running jobs finish
+   * until the drain deadline and gives back the rest: `naked` counts both.
    */
   stop(): Promise<{ finished: number; naked: number }>;
   progress(): WorkerProgress;

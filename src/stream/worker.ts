@@ -71,7 +71,7 @@ export class JobWorker<T> implements Worker<T> {
   #lastTickAt = performance.now();
   #lastFetchError: string | undefined;
   #blocked = false;
-  /** Jobs to give back once the pulls have ended (see #stop). */
+  /** Jobs to give back once the pulls have ended (see #stop and #giveBack). */
   readonly #givingBack: JsMsg[] = [];
 
   /** @internal test seam: the loop stops pulling and reporting progress, as a stuck loop would. */
@@ -283,11 +283,17 @@ export class JobWorker<T> implements Worker<T> {
 
   async #stop(): Promise<{ finished: number; naked: number }> {
     // No pull is sent after this; the inbox stays open until the pulls sent have ended, and
-    // what they still deliver is given back as it arrives (counted in `naked`).
-    const pullStopped = this.#pull?.stop();
+    // what they still deliver is given back (counted in `naked`).
+    const pullStopped = this.#pull?.stop() ?? Promise.resolve();
     clearInterval(this.#busyTimer);
     const drainMs = this.#o.drainTimeoutMs ?? 10_000;
     const before = this.stats.processed + this.stats.failed + this.stats.terminated;
+    let naked = 0;
+    // What came while the pulls were open is given back as soon as they end, not after the
+    // drain: it waits for no running job, and gets no `working()` while it waits.
+    const arrivalsGivenBack = pullStopped.then(() => {
+      naked += this.#giveBack();
+    });
     await withDeadline(Promise.all([...this.#inflight].map((r) => r.done)), drainMs);
     for (const run of this.#inflight) {
       if (run.settled) continue;
@@ -296,16 +302,8 @@ export class JobWorker<T> implements Worker<T> {
       this.#givingBack.push(run.msg);
     }
     clearInterval(this.#heartbeatTimer);
-    await pullStopped;
-    // Given back (no delay: another worker takes them at once) only when no pull of ours is left:
-    // a job naked while one was open came straight back to it, one delivery spent each time.
-    for (const msg of this.#givingBack) {
-      msg.nak();
-      this.#setup.metrics?.job('naked');
-    }
-    const naked = this.#givingBack.length;
-    this.#givingBack.length = 0;
-    this.stats.nakedOnStop += naked;
+    await arrivalsGivenBack;
+    naked += this.#giveBack(); // the jobs cut off at the drain deadline
     await withDeadline(Promise.all(this.#acking), this.#setup.requestTimeoutMs);
     // The naks above must leave before the caller closes the connection.
     await this.#setup.nc.flush().catch(() => undefined);
@@ -313,6 +311,22 @@ export class JobWorker<T> implements Worker<T> {
     const finished = this.stats.processed + this.stats.failed + this.stats.terminated - before;
     this.#log.info({ finished, naked }, 'worker stopped');
     return { finished, naked };
+  }
+
+  /**
+   * Naks (no delay: another worker takes them at once) the jobs waiting in `#givingBack`; only
+   * once no pull of ours is left open: a job naked while one was open came straight back to it,
+   * one delivery spent each time. Returns how many.
+   */
+  #giveBack(): number {
+    const n = this.#givingBack.length;
+    for (const msg of this.#givingBack) {
+      msg.nak();
+      this.#setup.metrics?.job('naked');
+    }
+    this.#givingBack.length = 0;
+    this.stats.nakedOnStop += n;
+    return n;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -4,7 +4,7 @@ import { RetentionPolicy } from '@nats-io/jetstream';
 import { describe, expect, it } from 'vitest';
 import { ConnectionService, ServiceManager, StreamService } from '../../src/index.js';
 import { startNatsCluster, startNatsServer } from '../../src/testing/index.js';
-import { waitUntil } from '../support/wait.js';
+import { waitForValue, waitUntil } from '../support/wait.js';
 
 const quiet = { logger: { level: 'silent' as const } };
 const ACK_WAIT_MS = 60_000; // a job a stopped worker held cannot come back within a test
@@ -134,6 +134,84 @@ describe('worker stop under load', () => {
     console.log(`four idle workers stopped in ${Math.round(ms)} ms`);
     expect(workers.every((w) => !w.running)).toBe(true);
     expect(ms).toBeLessThan(2_000 + 500);
+  });
+
+  it('a job delivered while stopping is given back when the pulls end, not when the running jobs finish', async () => {
+    await using server = await startNatsServer();
+    await using app = await ServiceManager.start({ ...quiet, nats: { servers: server.url } });
+    const streams = app.get(StreamService);
+    await streams.ensureStream({ name: 'HOLD', subjects: ['hold.>'] });
+    const FETCH_EXPIRES_MS = 1_000;
+    const options = {
+      stream: 'HOLD',
+      consumer: 'hold',
+      concurrency: 3, // the pull open at the stop asks for 2: job 2 does not end it
+      ackWaitMs: ACK_WAIT_MS,
+      fetchExpiresMs: FETCH_EXPIRES_MS,
+    };
+    const info = () => streams.jsm.consumers.info('HOLD', 'hold');
+    // The long job runs until the test lets it go, well within the drain deadline.
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let longStarted = false;
+    const a = await streams.createWorker<{ id: number }>({
+      ...options,
+      drainTimeoutMs: 30_000,
+      handler: async (job) => {
+        if (job.data.id !== 1) throw new Error(`worker A ran job ${job.data.id}`);
+        longStarted = true;
+        await released;
+      },
+    });
+    let stopped: Promise<{ finished: number; naked: number }> | undefined;
+    try {
+      a.start();
+      await streams.publish('hold.job', JSON.stringify({ id: 1 }));
+      await waitUntil(() => longStarted, 5_000, 'the long job started');
+      // The free slot's pull waits on the server.
+      await waitForValue(info, (i) => i.num_waiting === 1, 5_000, 'one pull waiting');
+      const t0 = performance.now();
+      stopped = a.stop();
+      await streams.publish('hold.job', JSON.stringify({ id: 2 }));
+      // Job 2 went to A's open pull: both jobs are with A.
+      await waitForValue(
+        info,
+        (i) => i.num_ack_pending === 2 && i.num_pending === 0,
+        5_000,
+        'job 2 delivered to the stopping worker',
+      );
+      const byB: number[] = [];
+      let job2At: number | undefined;
+      let job2Deliveries = 0;
+      await using b = await streams.createWorker<{ id: number }>({
+        ...options,
+        handler: (job) => {
+          byB.push(job.data.id);
+          if (job.data.id === 2) {
+            job2At ??= performance.now() - t0;
+            job2Deliveries = job.deliveryCount;
+          }
+        },
+      });
+      b.start();
+      // A's pull ends by `fetchExpiresMs` after the stop (its 408; 1 s of margin past that at
+      // most): job 2 must be given back then, while the long job still runs.
+      await waitUntil(() => job2At !== undefined, FETCH_EXPIRES_MS + 2_000, 'job 2 reached B');
+      console.log(`job 2 reached another worker ${Math.round(job2At ?? -1)} ms after stop()`);
+      expect(job2At).toBeLessThan(FETCH_EXPIRES_MS + 1_500);
+      // Naked once, after A's pull ended: a nak into the open pull would have come back to A.
+      expect(job2Deliveries).toBe(2);
+      expect(a.stats.nakedOnStop).toBe(1);
+      release();
+      expect(await stopped).toEqual({ finished: 1, naked: 1 });
+      expect(byB).toEqual([2]);
+      expect((await info()).num_ack_pending).toBe(0);
+    } finally {
+      release();
+      await stopped;
+    }
   });
 
   it('on a 3-node cluster, the consumer led by another node than the client is on: no stop leaves a job held until its ack wait', async () => {
