@@ -191,6 +191,26 @@ export async function startNatsCluster(
       { details: { field: 'serverTags' } },
     );
   }
+  // Ports are picked free, then bound by the servers a moment later: another process (a test
+  // file starting its own servers in parallel) can take one in between, and the node exits
+  // with "address already in use". Such a start is tried again on new ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(options, size, name, tags);
+    } catch (err) {
+      const taken =
+        NatskitError.is(err, 'TEST_SERVER_FAILED') && /address already in use/.test(err.message);
+      if (!taken || attempt === 3) throw err;
+    }
+  }
+}
+
+async function startOnce(
+  options: NatsClusterOptions,
+  size: number,
+  name: string,
+  tags: readonly (readonly string[] | undefined)[],
+): Promise<NatsClusterHandle> {
   // Route ports must be known before any node starts, so that every node lists every other.
   const routePorts: number[] = [];
   const clientPorts: number[] = [];
