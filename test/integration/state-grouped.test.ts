@@ -173,6 +173,25 @@ describe('SQLite state store: grouped writes', () => {
     expect(await again.get(STATE_STORE).setState('f.f', 'f')).toBe(r0 + 3);
   });
 
+  it('after a failed write the revision goes on from what the file holds, never from below it', async () => {
+    const prepare = vi.spyOn(DatabaseSync.prototype, 'prepare');
+    await using app = await start('reread.db');
+    const db = prepare.mock.contexts[0] as DatabaseSync;
+    prepare.mockRestore();
+    const store = app.get(STATE_STORE);
+    const r0 = await store.setState('r.a', 'a');
+    // A write the store did not make (as the group commit's autocommit slip once did): revision
+    // r0 + 1 is in the file, counter included.
+    db.prepare(
+      "INSERT INTO natskit_state (key, revision, op, value, created) VALUES ('r.x', ?, 'PUT', '1', 0)",
+    ).run(r0 + 1);
+    db.prepare("UPDATE natskit_meta SET value = ? WHERE name = 'revision'").run(r0 + 1);
+    expect(await settle(store.setState('r.a', 'stale', { revision: r0 + 5 }))).toEqual({
+      error: 'KV_REVISION_CONFLICT',
+    });
+    expect(await store.setState('r.b', 'b')).toBe(r0 + 2);
+  });
+
   it('SIGKILL while 16 writers write: every acknowledged write is there after the restart', async () => {
     const path = join(dir, 'crash-grouped.db');
     const child = spawn(process.execPath, [
