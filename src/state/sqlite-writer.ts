@@ -178,8 +178,7 @@ export class SqliteGroupWriter {
       // nothing more to undo with: the next BEGIN fails and says so
     }
     this.hooks.settled(false);
-    const e =
-      group.length === 1 && NatskitError.is(err) ? err : this.failure(what, err);
+    const e = group.length === 1 && NatskitError.is(err) ? err : this.failure(what, err);
     for (const p of group) p.reject(e);
   }
 }
