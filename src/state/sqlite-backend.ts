@@ -189,12 +189,12 @@ export class SqliteStateBackend implements StateBackend {
       this.#settleRevision(true);
       return result;
     } catch (err) {
-      this.#settleRevision(false);
       try {
-        db.exec('ROLLBACK');
+        if (db.isTransaction) db.exec('ROLLBACK');
       } catch {
-        // a failed COMMIT may have rolled back already
+        // nothing more to undo with: the next BEGIN fails and says so
       }
+      this.#settleRevision(false);
       throw NatskitError.is(err) ? err : storageError(what, err, this.#o.path);
     }
   }
@@ -212,9 +212,25 @@ export class SqliteStateBackend implements StateBackend {
     if (this.#revision !== this.#savedRevision) this.#s.save.run(this.#revision);
   }
 
+  /**
+   * After a rolled-back transaction the numbers it used are free again (no caller or watcher was
+   * given them); the file's counter is read back rather than trusted, so a number it stored is
+   * never given out twice and revisions never run backwards.
+   */
   #settleRevision(committed: boolean): void {
-    if (committed) this.#savedRevision = this.#revision;
-    else this.#revision = this.#savedRevision;
+    if (committed) {
+      this.#savedRevision = this.#revision;
+      return;
+    }
+    try {
+      if (!this.#db?.isTransaction) {
+        const { value } = this.#s.revision.get() as { value: number };
+        this.#savedRevision = Math.max(this.#savedRevision, Number(value));
+      }
+    } catch (err) {
+      this.#log.error({ err }, 'reading the stored revision back failed');
+    }
+    this.#revision = this.#savedRevision;
   }
 
   #emit(change: StateChange<string>): void {

@@ -45,10 +45,14 @@ const MAX_GROUP = 1_000;
  * Group commit for the SQLite store: the writes asked for in one turn of the event loop run in
  * one transaction, committed once (one WAL append, one fsync with `synchronous: 'full'`) at the
  * end of the turn. Each write runs inside a savepoint of its own, in the order asked: a write that
- * fails (a revision conflict, an SQLite error) is rolled back alone and rejects its caller only;
- * the others see the writes before them, as sequential writes would. Every caller resolves only
- * after the COMMIT succeeded, so what is acknowledged is on disk as the `synchronous` option
- * says; a failed COMMIT (or BEGIN) rejects every write of the group, and none of it is stored.
+ * fails and leaves the transaction open (a revision conflict, an SQLite error undone with its
+ * statement) is rolled back alone and rejects its caller only; the others see the writes before
+ * them, as sequential writes would. An error after which SQLite rolled the whole transaction back
+ * (SQLITE_FULL, IOERR, NOMEM can) has undone the writes before it too: every write of the group
+ * is rejected with that error and the writes after it are not run, so none of the group is
+ * stored. Every caller resolves only after the COMMIT succeeded, so what is acknowledged is on
+ * disk as the `synchronous` option says; a failed COMMIT (or BEGIN) rejects every write of the
+ * group, and none of it is stored.
  */
 export class SqliteGroupWriter {
   #queue: Pending[] = [];
@@ -96,37 +100,35 @@ export class SqliteGroupWriter {
       for (const p of group) p.reject(e);
       return;
     }
-    let outcomes: Outcome[];
+    const outcomes: Outcome[] = [];
+    let fatal: { what: string; err: unknown } | undefined;
     if (group.length === 1) {
       // Alone in its group: the transaction is its savepoint.
-      const p = group[0] as Pending;
       try {
-        outcomes = [{ ok: true, value: p.op() }];
+        outcomes.push({ ok: true, value: (group[0] as Pending).op() });
       } catch (err) {
-        try {
-          db.exec('ROLLBACK');
-        } catch {
-          // already rolled back by SQLite
-        }
-        this.hooks.settled(false);
-        p.reject(NatskitError.is(err) ? err : this.failure('write', err));
-        return;
+        fatal = { what: 'write', err };
       }
     } else {
-      outcomes = group.map((p) => this.#member(p, c));
-    }
-    try {
-      this.hooks.beforeCommit();
-      c.commit.run();
-    } catch (err) {
-      try {
-        db.exec('ROLLBACK');
-      } catch {
-        // a failed COMMIT may have rolled back already
+      for (const p of group) {
+        const o = this.#member(p, c, db);
+        if ('fatal' in o) {
+          fatal = { what: 'write', err: o.fatal };
+          break; // a SAVEPOINT now would open a transaction of its own, committed by its RELEASE
+        }
+        outcomes.push(o);
       }
-      this.hooks.settled(false);
-      const e = this.failure('commit', err);
-      for (const p of group) p.reject(e);
+    }
+    if (!fatal) {
+      try {
+        this.hooks.beforeCommit();
+        c.commit.run();
+      } catch (err) {
+        fatal = { what: 'commit', err };
+      }
+    }
+    if (fatal) {
+      this.#abandon(db, group, fatal.what, fatal.err);
       return;
     }
     this.hooks.settled(true);
@@ -141,21 +143,42 @@ export class SqliteGroupWriter {
     });
   }
 
-  /** Runs one write of a group in a savepoint of its own: a failed one is undone alone. */
-  #member(p: Pending, c: Control): Outcome {
+  /**
+   * Runs one write of a group in a savepoint of its own: a failed one is undone alone. Returns
+   * `fatal` when the transaction cannot go on: SQLite rolled it back (the writes before are gone
+   * too), or the savepoint could not be undone (its half-done write would be committed).
+   */
+  #member(p: Pending, c: Control, db: DatabaseSync): Outcome | { fatal: unknown } {
     try {
       c.savepoint.run();
+    } catch (err) {
+      return { fatal: err };
+    }
+    try {
       const value = p.op();
       c.release.run();
       return { ok: true, value };
     } catch (err) {
+      if (!db.isTransaction) return { fatal: err };
       try {
         c.undo.run();
         c.release.run();
       } catch {
-        // SQLite may have rolled the whole transaction back (e.g. SQLITE_FULL): COMMIT says so
+        return { fatal: err };
       }
       return { ok: false, err: NatskitError.is(err) ? err : this.failure('write', err) };
     }
+  }
+
+  /** Rolls the group's transaction back and rejects every write of it: none of them is stored. */
+  #abandon(db: DatabaseSync, group: Pending[], what: string, err: unknown): void {
+    try {
+      if (db.isTransaction) db.exec('ROLLBACK');
+    } catch {
+      // nothing more to undo with: the next BEGIN fails and says so
+    }
+    this.hooks.settled(false);
+    const e = group.length === 1 && NatskitError.is(err) ? err : this.failure(what, err);
+    for (const p of group) p.reject(e);
   }
 }

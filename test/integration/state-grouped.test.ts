@@ -5,7 +5,8 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DatabaseSync } from 'node:sqlite';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { NatskitError, ServiceManager, STATE_STORE, type StateChange } from '../../src/index.js';
 import { waitUntil } from '../support/wait.js';
 
@@ -15,6 +16,18 @@ const settle = (p: Promise<number>) =>
     (revision) => ({ revision }),
     (err: unknown) => ({ error: NatskitError.is(err) ? err.code : String(err) }),
   );
+
+/** What the file holds, read by a connection of its own once the store is closed. */
+function stored(path: string) {
+  const db = new DatabaseSync(path, { readOnly: true });
+  try {
+    const rows = db.prepare('SELECT key, revision, op FROM natskit_state ORDER BY revision').all();
+    const meta = db.prepare("SELECT value FROM natskit_meta WHERE name = 'revision'").get();
+    return { rows: rows.map((r) => [r.key, r.revision, r.op]), revision: meta?.value };
+  } finally {
+    db.close();
+  }
+}
 
 describe('SQLite state store: grouped writes', () => {
   let dir: string;
@@ -48,10 +61,10 @@ describe('SQLite state store: grouped writes', () => {
   });
 
   it('a member that fails (a revision conflict) fails alone; the others see the writes before them', async () => {
-    await using app = await start('member.db');
+    const app = await start('member.db');
     const store = app.get(STATE_STORE);
     const seen: StateChange<unknown>[] = [];
-    await using _w = await store.watchState('g.>', (c) => void seen.push(c));
+    const watch = await store.watchState('g.>', (c) => void seen.push(c));
     const r0 = await store.setState('g.a', 'a0');
     const results = await Promise.all([
       settle(store.setState('g.a', 'a1', { revision: r0 })),
@@ -80,6 +93,103 @@ describe('SQLite state store: grouped writes', () => {
       ['g.b', r0 + 2],
       ['g.d', r0 + 3],
     ]);
+    // The next write takes the next number; the file holds the committed writes, counter included.
+    expect(await store.setState('g.e', 'e1')).toBe(r0 + 4);
+    await watch.stop();
+    await app.stop();
+    expect(stored(join(dir, 'member.db'))).toEqual({
+      rows: [
+        ['g.a', r0 + 1, 'PUT'],
+        ['g.b', r0 + 2, 'PUT'],
+        ['g.d', r0 + 3, 'PUT'],
+        ['g.e', r0 + 4, 'PUT'],
+      ],
+      revision: r0 + 4,
+    });
+  });
+
+  it('an error that makes SQLite roll the whole group back (SQLITE_FULL) fails every write of it: none is stored, no revision is given twice', async () => {
+    const path = join(dir, 'full.db');
+    // The store's own connection, to cap its file size (max_page_count holds per connection).
+    const prepare = vi.spyOn(DatabaseSync.prototype, 'prepare');
+    const app = await start('full.db');
+    const db = prepare.mock.contexts[0] as DatabaseSync;
+    prepare.mockRestore();
+    const store = app.get(STATE_STORE);
+    const seen: StateChange<unknown>[] = [];
+    const watch = await store.watchState('f.>', (c) => void seen.push(c));
+    const r0 = await store.setState('f.warm', 0);
+    const { page_count: pages } = db.prepare('PRAGMA page_count').get() as { page_count: number };
+    db.exec(`PRAGMA max_page_count = ${pages + 3}`);
+    const big = 'x'.repeat(200_000); // some 50 pages: the file may grow by 3
+    const errors: unknown[] = [];
+    const keep = (p: Promise<number>) =>
+      p.catch((err: unknown) => {
+        errors.push(err);
+        throw err;
+      });
+    const results = await Promise.all([
+      settle(keep(store.setState('f.a', 'small'))),
+      settle(keep(store.setState('f.b', big))), // SQLITE_FULL: SQLite rolls the transaction back
+      settle(keep(store.setState('f.c', 'small'))),
+    ]);
+    // f.a's write went with the transaction, and f.c was not run alone after it.
+    expect(await store.getStateEntry('f.a')).toBeNull();
+    expect(await store.getStateEntry('f.c')).toBeNull();
+    expect(results).toEqual([
+      { error: 'STORAGE_FAILED' },
+      { error: 'STORAGE_FAILED' },
+      { error: 'STORAGE_FAILED' },
+    ]);
+    for (const err of errors) {
+      expect((err as NatskitError).details).toMatchObject({ sqliteCode: 13 }); // SQLITE_FULL
+      expect((err as NatskitError).cause).toBeInstanceOf(Error);
+    }
+    expect(db.isTransaction).toBe(false);
+    // A lone write that does not fit fails the same way.
+    expect(await settle(store.setState('f.b', big))).toEqual({ error: 'STORAGE_FAILED' });
+    db.exec('PRAGMA max_page_count = 1073741823');
+    // Revisions go on from the last stored one, each given once.
+    const next = [await store.setState('f.d', 'd'), await store.setState('f.e', 'e')];
+    expect(next).toEqual([r0 + 1, r0 + 2]);
+    await waitUntil(() => seen.length >= 3, 5_000, 'watcher sees 3 changes');
+    expect(seen.map((c) => [c.key, c.revision])).toEqual([
+      ['f.warm', r0],
+      ['f.d', r0 + 1],
+      ['f.e', r0 + 2],
+    ]);
+    await watch.stop();
+    await app.stop();
+    expect(stored(path)).toEqual({
+      rows: [
+        ['f.warm', r0, 'PUT'],
+        ['f.d', r0 + 1, 'PUT'],
+        ['f.e', r0 + 2, 'PUT'],
+      ],
+      revision: r0 + 2,
+    });
+    // Reopened, the store goes on from there.
+    await using again = await start('full.db');
+    expect(await again.get(STATE_STORE).setState('f.f', 'f')).toBe(r0 + 3);
+  });
+
+  it('after a failed write the revision goes on from what the file holds, never from below it', async () => {
+    const prepare = vi.spyOn(DatabaseSync.prototype, 'prepare');
+    await using app = await start('reread.db');
+    const db = prepare.mock.contexts[0] as DatabaseSync;
+    prepare.mockRestore();
+    const store = app.get(STATE_STORE);
+    const r0 = await store.setState('r.a', 'a');
+    // A write the store did not make (as the group commit's autocommit slip once did): revision
+    // r0 + 1 is in the file, counter included.
+    db.prepare(
+      "INSERT INTO natskit_state (key, revision, op, value, created) VALUES ('r.x', ?, 'PUT', '1', 0)",
+    ).run(r0 + 1);
+    db.prepare("UPDATE natskit_meta SET value = ? WHERE name = 'revision'").run(r0 + 1);
+    expect(await settle(store.setState('r.a', 'stale', { revision: r0 + 5 }))).toEqual({
+      error: 'KV_REVISION_CONFLICT',
+    });
+    expect(await store.setState('r.b', 'b')).toBe(r0 + 2);
   });
 
   it('SIGKILL while 16 writers write: every acknowledged write is there after the restart', async () => {
