@@ -205,12 +205,23 @@ describe('SQLite state store: grouped writes', () => {
     const lines = createInterface({ input: child.stdout });
     const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
     let count = 0;
-    await new Promise<void>((resolve) => {
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    await new Promise<void>((resolve, reject) => {
+      let killed = false;
+      // A writer that dies first (no build to run, say) fails the test with what it said.
+      child.on('exit', (code, signal) => {
+        if (!killed)
+          reject(new Error(`the writer exited (${code ?? signal}) after ${count} acks: ${stderr}`));
+      });
       lines.on('line', (line) => {
         if (line === 'ready') return;
         const [key, i, revision] = line.split(' ');
         acked.set(key as string, { i: Number(i), revision: Number(revision) });
         if (++count === 3_000) {
+          killed = true;
           child.kill('SIGKILL');
           resolve();
         }
