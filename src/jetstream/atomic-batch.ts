@@ -1,5 +1,4 @@
 import {
-  createInbox,
   type Msg,
   type NatsConnection,
   headers as natsHeaders,
@@ -11,6 +10,7 @@ import { TIMED_OUT, withDeadline } from '../timing/deadline.js';
 import { ApiCode } from './api-errors.js';
 import { DEFAULT_API_PREFIX, writeSubject } from './domain.js';
 import { headerBytes } from './headers.js';
+import { inboxOf } from './inbox.js';
 
 /** One message of an atomic batch. */
 export interface BatchMessage {
@@ -132,7 +132,7 @@ export async function publishAtomicBatch(
   };
   // The commit reply comes to an inbox of our own, kept open after the timeout: a reply that
   // arrives late still tells the outcome (see `details.lateReply`).
-  const inbox = createInbox();
+  const inbox = inboxOf(nc);
   const sub = nc.subscribe(inbox, { max: 1 });
   const reply = (async (): Promise<Msg | undefined> => {
     for await (const m of sub) return m;
@@ -156,8 +156,9 @@ export async function publishAtomicBatch(
   const first = await (options.resilient ? options.resilient(send) : send()).catch(
     (err: unknown): typeof TIMED_OUT => {
       if (err instanceof RequestInterruptedError) return TIMED_OUT;
+      // Any other failure of the send ends the wait for a reply: nothing listens on the inbox.
+      sub.unsubscribe();
       if (err instanceof NotConnectedError) {
-        sub.unsubscribe();
         throw new NatskitError(
           'NATS_UNAVAILABLE',
           `atomic batch: not sent, the connection was down (${err.message})`,

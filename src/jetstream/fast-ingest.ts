@@ -1,8 +1,9 @@
-import { createInbox, type Msg, type NatsConnection } from '@nats-io/transport-node';
+import type { Msg, NatsConnection } from '@nats-io/transport-node';
 import { NatskitError } from '../errors/natskit-error.js';
 import type { BatchMessage } from './atomic-batch.js';
 import { DEFAULT_API_PREFIX, writeSubject } from './domain.js';
 import { headerBytes, msgHeaders } from './headers.js';
+import { inboxOf } from './inbox.js';
 
 /** Options of {@link publishFastIngest}. */
 export interface FastIngestOptions {
@@ -12,6 +13,8 @@ export interface FastIngestOptions {
   readonly flow?: number;
   /** The JetStream API prefix: through a domain, KV subjects are sent under it. */
   readonly apiPrefix?: string;
+  /** Aborting it stops the batch where it is: the outcome of what was sent is then unknown. */
+  readonly signal?: AbortSignal | undefined;
 }
 
 /** What a fast-ingest batch did. */
@@ -72,11 +75,12 @@ export async function publishFastIngest(
     }
   }
   const prefix = options.apiPrefix ?? DEFAULT_API_PREFIX;
-  return await new FastBatch(nc, messages, options.flow ?? 250, options.timeoutMs, prefix).run();
+  const batch = new FastBatch(nc, messages, options.flow ?? 250, options.timeoutMs, prefix);
+  return await batch.run(options.signal);
 }
 
 class FastBatch {
-  readonly #inbox = createInbox();
+  readonly #inbox: string;
   readonly #refused = new Set<number>();
   #acked = 0;
   #window: number;
@@ -91,6 +95,7 @@ class FastBatch {
     readonly timeoutMs: number,
     readonly apiPrefix: string,
   ) {
+    this.#inbox = inboxOf(nc);
     this.#window = flow * 2;
   }
 
@@ -102,11 +107,14 @@ class FastBatch {
     return writeSubject(this.apiPrefix, m.subject);
   }
 
-  async run(): Promise<FastIngestResult> {
+  async run(signal?: AbortSignal): Promise<FastIngestResult> {
     const sub = this.nc.subscribe(`${this.#inbox}.>`, {
       // An error here is the subscription's end (the connection closed): the outcome is unknown.
       callback: (err, m) => (err ? this.#end(undefined) : this.#frame(m)),
     });
+    const abort = () => this.#end(undefined);
+    if (signal?.aborted) abort();
+    signal?.addEventListener('abort', abort, { once: true });
     try {
       const n = this.messages.length;
       for (let i = 0; i < n && !this.#ended; i++) {
@@ -128,6 +136,7 @@ class FastBatch {
       while (!this.#ended) if (!(await this.#await(n))) return this.#result(false);
       return this.#result(true);
     } finally {
+      signal?.removeEventListener('abort', abort);
       sub.unsubscribe();
     }
   }

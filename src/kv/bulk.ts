@@ -148,10 +148,16 @@ export async function bulkPut<T>(
       return m.data.length + headerBytes(Object.entries(m.headers ?? {})) <= limit;
     };
     const batch = valid.filter(fits);
-    const revisions = await fastBulkPut(
-      state,
-      batch.map((v) => ({ key: v.key, message: message(v) })),
-    );
+    const items = batch.map((v) => ({ key: v.key, message: message(v) }));
+    // A failed batch (before it was sent, part-way, or reading back) stored nothing for certain:
+    // every key is written alone, so each gets what a put of it gives.
+    const revisions = await fastBulkPut(state, items, options).catch((err: unknown) => {
+      state.ctx.log.warn(
+        { err, bucket: state.name, keys: items.length },
+        'fast bulk batch failed; writing its keys one by one',
+      );
+      return [] as (number | undefined)[];
+    });
     batch.forEach((v, j) => {
       const revision = revisions[j];
       if (revision !== undefined) results[v.i] = { key: v.key, ok: true, revision };

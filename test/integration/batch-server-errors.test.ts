@@ -95,6 +95,30 @@ describe('atomic batch refusals from nats-server 2.15', () => {
     expect(ack).toEqual({ stream: 'ATOMIC', firstSeq: before + 1, seq: before + 3, count: 3 });
   });
 
+  it('a send that fails with an error of its own: the error comes back and the reply inbox is unsubscribed', async () => {
+    const own = await connect({ servers: server.url, name: 'batch-send-fails' });
+    try {
+      const boom = new Error('boom');
+      const err = await publishAtomicBatch(own, [msg('atomic.a'), msg('atomic.b')], {
+        timeoutMs: 5_000,
+        beforeCommit: () => Promise.reject(boom),
+      }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBe(boom);
+      await own.flush();
+      const connz = await server.monitor<{
+        connections: { name?: string; subscriptions_list?: string[] }[];
+      }>('/connz?subs=1');
+      const mine = connz.connections.find((c) => c.name === 'batch-send-fails');
+      expect(mine).toBeDefined();
+      expect(mine?.subscriptions_list ?? []).toEqual([]);
+    } finally {
+      await own.close();
+    }
+  });
+
   it('10174, a stream without allow_atomic: CAPABILITY_MISSING, nothing stored', async () => {
     const err = await failure(
       publishAtomicBatch(nc, [msg('plain.a'), msg('plain.b')], { timeoutMs: 5_000 }),

@@ -231,4 +231,49 @@ describe('a handed-in connection with its own inbox prefix', () => {
       await errors;
     }
   });
+
+  it('transaction commits and fast bulk writes get their replies under that prefix: both finish promptly', async () => {
+    await using server = await startNatsServer({
+      extraConfig: `authorization { users: [ {
+        user: "scoped", password: "pw",
+        permissions: { publish: ">", subscribe: { allow: ["_SCOPED.>"] } }
+      } ] }`,
+    });
+    const nc = await connect({
+      servers: server.url,
+      user: 'scoped',
+      pass: 'pw',
+      inboxPrefix: '_SCOPED',
+    });
+    const denied: string[] = [];
+    const errors = (async () => {
+      for await (const s of nc.status()) if (s.type === 'error') denied.push(String(s.error));
+    })();
+    try {
+      await using app = await ServiceManager.start({ ...quiet, nats: { connection: nc } });
+      const kv = app.get(KVStoreService);
+      await kv.createBucket('scopedtx');
+      const t0 = performance.now();
+      const tx = await kv.transaction<number>('scopedtx', async (t) => {
+        await t.put('a', 1);
+        await t.put('b', 2);
+      });
+      const txMs = performance.now() - t0;
+      expect(tx.attempts).toBe(1);
+      expect(await kv.bulkGet('scopedtx', ['a', 'b'])).toEqual([1, 2]);
+      const entries = Array.from({ length: 100 }, (_, i) => ({ key: `k${i}`, value: i }));
+      const t1 = performance.now();
+      const results = await kv.bulkPut('scopedtx', entries);
+      const bulkMs = performance.now() - t1;
+      expect(results.map((r) => r.ok)).toEqual(entries.map(() => true));
+      // A reply the user may not subscribe to never comes: the commit's outcome is then unknown
+      // (seconds of waiting), and the fast batch falls back to one put per key.
+      expect(denied).toEqual([]);
+      expect(txMs).toBeLessThan(3_000);
+      expect(bulkMs).toBeLessThan(3_000);
+    } finally {
+      await nc.close();
+      await errors;
+    }
+  }, 60_000);
 });

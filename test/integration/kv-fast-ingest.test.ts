@@ -125,6 +125,56 @@ describe('bulkPut through fast ingest (nats-server 2.14+) and without it (2.9)',
   }, 60_000);
 });
 
+describe('bulkPut through fast ingest when the batch cannot run', () => {
+  const entries = Array.from({ length: 100 }, (_, i) => ({ key: `k${i}`, value: i }));
+
+  it('a bucket deleted by another client: 100 per-key KV_BUCKET_NOT_FOUND results, as with 10, not a rejected call', async () => {
+    await using server = await startNatsServer();
+    await using app = await ServiceManager.start({ ...quiet, nats: { servers: server.url } });
+    const kv = app.get(KVStoreService);
+    const nc = await connect({ servers: server.url });
+    const jsm = await jetstreamManager(nc);
+    await kv.createBucket('gone');
+    const b = await kv.bucket<number>('gone');
+    expect((await b.bulkPut(entries)).map(shape)).toEqual(entries.map(() => 'ok')); // allow_batched now on
+    await jsm.streams.delete('KV_gone');
+    const results = await b.bulkPut(entries);
+    expect(results.map((r) => r.key)).toEqual(entries.map((e) => e.key));
+    expect(results.map(shape)).toEqual(entries.map(() => 'KV_BUCKET_NOT_FOUND'));
+    await nc.close();
+  }, 30_000);
+
+  it('a failure turning allow_batched on that is not a refusal (the bucket was gone): the next bulkPut turns it on', async () => {
+    await using server = await startNatsServer();
+    await using app = await ServiceManager.start({ ...quiet, nats: { servers: server.url } });
+    const kv = app.get(KVStoreService);
+    const nc = await connect({ servers: server.url });
+    const jsm = await jetstreamManager(nc);
+    await kv.createBucket('back');
+    const b = await kv.bucket<number>('back');
+    const { config } = await jsm.streams.info('KV_back');
+    expect(config.allow_batched).not.toBe(true);
+    await jsm.streams.delete('KV_back');
+    expect((await b.bulkPut(entries)).map(shape)).toEqual(entries.map(() => 'KV_BUCKET_NOT_FOUND'));
+    await jsm.streams.add(config); // another client creates the bucket again
+    expect((await b.bulkPut(entries)).map(shape)).toEqual(entries.map(() => 'ok'));
+    expect((await jsm.streams.info('KV_back')).config.allow_batched).toBe(true);
+    await nc.close();
+  }, 30_000);
+
+  it("the call's signal reaches the batch: an aborted bulkPut stores nothing and says ABORTED per key", async () => {
+    await using server = await startNatsServer();
+    await using app = await ServiceManager.start({ ...quiet, nats: { servers: server.url } });
+    const kv = app.get(KVStoreService);
+    await kv.createBucket('aborted');
+    const b = await kv.bucket<number>('aborted');
+    await b.bulkPut(entries.map((e) => ({ ...e, value: -1 }))); // turns allow_batched on
+    const results = await b.bulkPut(entries, { signal: AbortSignal.abort() });
+    expect(results.map(shape)).toEqual(entries.map(() => 'ABORTED'));
+    expect(await b.bulkGet(entries.map((e) => e.key))).toEqual(entries.map(() => -1));
+  }, 30_000);
+});
+
 describe('bulkPut through fast ingest with per-key TTL', () => {
   it('entries with a TTL expire (the Nats-TTL header travels in the fast batch); the others stay', async () => {
     await using server = await startNatsServer();
