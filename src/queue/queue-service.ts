@@ -1,0 +1,206 @@
+import { RetentionPolicy, type StreamConfig } from '@nats-io/jetstream';
+import { nanos } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+import type { ConnectionService } from '../connection/connection-service.js';
+import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js';
+import { describeThrown } from '../errors/thrown.js';
+import { ApiCode, isApiError } from '../jetstream/api-errors.js';
+import type { Codec } from '../kv/codec.js';
+import type { Service } from '../lifecycle/service.js';
+import type { StandardSchemaV1 } from '../schema/standard-schema.js';
+import type { StreamService } from '../stream/stream-service.js';
+import type { JobDefaults, PlanContext } from './add-options.js';
+import { type DeadLetterContext, deadIds, listDead, MAX_HISTORY, redrive } from './dead-letters.js';
+import type { QueueNames } from './names.js';
+import { addBulk, addOne } from './producer.js';
+import { startQueueWorker } from './queue-worker.js';
+import type {
+  AddedJob,
+  AddOptions,
+  BulkJob,
+  DeadJob,
+  JobHandler,
+  Queue,
+  QueueCounts,
+  QueueWorker,
+  QueueWorkerOptions,
+} from './types.js';
+
+/** A queue's options once validated. */
+export interface ResolvedQueue<D> {
+  readonly names: QueueNames;
+  readonly codec: Codec<D>;
+  readonly schema: StandardSchemaV1<unknown, D> | undefined;
+  readonly defaults: JobDefaults;
+  readonly dedupeWindowMs: number;
+  readonly replicas: number;
+}
+
+/**
+ * A queue as a service: on start it ensures its two streams (the work queue, with message
+ * schedules and atomic publish where the server has them, and the dead letters); on stop it
+ * stops the workers it started, before StreamService stops.
+ * @internal created by {@link queue}.
+ */
+export class QueueService<D> implements Queue<D>, Service {
+  readonly name: string;
+  readonly #q: ResolvedQueue<D>;
+  readonly #streams: StreamService;
+  readonly #connection: ConnectionService;
+  readonly #log: Logger;
+  readonly #workers = new Set<QueueWorker>();
+  readonly #dead: DeadLetterContext;
+  #started = false;
+
+  constructor(
+    q: ResolvedQueue<D>,
+    streams: StreamService,
+    connection: ConnectionService,
+    logger: Logger,
+  ) {
+    this.#q = q;
+    this.name = q.names.queue;
+    this.#streams = streams;
+    this.#connection = connection;
+    this.#log = logger.child({ service: 'queue', queue: q.names.queue });
+    this.#dead = {
+      names: q.names,
+      jsm: () => streams.jsm,
+      publish: (subject, data, o) => streams.publish(subject, data, o),
+    };
+  }
+
+  async start(): Promise<void> {
+    const { names, replicas } = this.#q;
+    const features = this.#connection.capabilities.features;
+    const main: Partial<StreamConfig> & { name: string } = {
+      name: names.stream,
+      subjects: [names.ready, names.delayed('*')],
+      retention: RetentionPolicy.Workqueue,
+      duplicate_window: nanos(this.#q.dedupeWindowMs),
+      num_replicas: replicas,
+      // Asked only where the server has them: an older server would ignore them silently, and
+      // ensureStream refuses that. Delayed adds check the capability themselves.
+      ...(features.msgSchedules ? { allow_msg_schedules: true } : {}),
+      ...(features.atomicBatch ? { allow_atomic: true } : {}),
+    };
+    await this.#streams.ensureStream(main);
+    await this.#streams.ensureStream({
+      name: names.deadStream,
+      subjects: [names.dead('*'), names.attempts('*')],
+      max_msgs_per_subject: MAX_HISTORY,
+      allow_direct: true,
+      num_replicas: replicas,
+    });
+    this.#started = true;
+  }
+
+  #plan(): PlanContext<D> {
+    if (!this.#started)
+      throw new NatskitError('INVALID_STATE', `queue ${this.name} is not started`);
+    return {
+      names: this.#q.names,
+      codec: this.#q.codec,
+      schema: this.#q.schema,
+      defaults: this.#q.defaults,
+      maxPayload: this.#connection.nc.info?.max_payload ?? Number.POSITIVE_INFINITY,
+      requireSchedules: () =>
+        this.#connection.requireFeature('msgSchedules', `a delayed job on queue ${this.name}`),
+    };
+  }
+
+  add(data: D, options?: AddOptions): Promise<AddedJob> {
+    return addOne(this.#plan(), this.#streams, data, options);
+  }
+
+  addBulk(jobs: readonly BulkJob<D>[]): Promise<AddedJob[]> {
+    const plan = this.#plan();
+    return addBulk(
+      plan,
+      {
+        streams: this.#streams,
+        nc: this.#connection.nc,
+        atomic: this.#connection.capabilities.features.atomicBatch,
+        timeoutMs: this.#connection.requestTimeoutMs,
+        resilient: (send) => this.#connection.resilient(send),
+      },
+      jobs,
+    );
+  }
+
+  async work(handler: JobHandler<D>, options?: QueueWorkerOptions<D>): Promise<QueueWorker> {
+    this.#plan();
+    const { names } = this.#q;
+    const worker = await startQueueWorker(
+      {
+        dead: this.#dead,
+        codec: this.#q.codec,
+        schema: this.#q.schema,
+        defaults: this.#q.defaults,
+        log: this.#log,
+        createWorker: (o) =>
+          this.#streams.createWorker<Uint8Array>({
+            ...o,
+            stream: names.stream,
+            consumer: names.consumer,
+            filterSubjects: names.ready,
+            decode: (bytes) => bytes,
+          }),
+      },
+      handler,
+      options,
+    );
+    this.#workers.add(worker);
+    return worker;
+  }
+
+  deadJobs(): Promise<DeadJob<D>[]> {
+    this.#plan();
+    return listDead(this.#dead, this.#q.codec);
+  }
+
+  redrive(id: string): Promise<boolean> {
+    this.#plan();
+    return redrive(this.#dead, id);
+  }
+
+  async redriveAll(): Promise<number> {
+    this.#plan();
+    let n = 0;
+    for (const id of await deadIds(this.#dead)) if (await redrive(this.#dead, id)) n++;
+    return n;
+  }
+
+  async counts(): Promise<QueueCounts> {
+    this.#plan();
+    const { names } = this.#q;
+    const jsm = this.#streams.jsm;
+    const main = await jsm.streams.info(names.stream, { subjects_filter: `queue.${this.name}.>` });
+    const dead = await jsm.streams.info(names.deadStream, { subjects_filter: names.dead('*') });
+    const subjects = main.state.subjects ?? {};
+    let delayed = 0;
+    for (const [s, n] of Object.entries(subjects)) if (s !== names.ready) delayed += n;
+    let active = 0;
+    try {
+      active = (await jsm.consumers.info(names.stream, names.consumer)).num_ack_pending;
+    } catch (err) {
+      if (!isApiError(err, ApiCode.ConsumerNotFound)) throw err; // no worker yet: none active
+    }
+    const ready = subjects[names.ready] ?? 0;
+    const deadCount = Object.values(dead.state.subjects ?? {}).reduce((a, b) => a + b, 0);
+    return { waiting: Math.max(0, ready - active), active, delayed, dead: deadCount };
+  }
+
+  async stop(): Promise<void> {
+    const settled = await Promise.allSettled([...this.#workers].map((w) => w.stop()));
+    this.#workers.clear();
+    const errors = settled.flatMap((r) => (r.status === 'rejected' ? [r.reason] : []));
+    if (errors.length > 0) {
+      throw new NatskitAggregateError(
+        'SERVICE_STOP_FAILED',
+        `queue ${this.name}: ${errors.length} worker(s) failed to stop: ${errors.map(describeThrown).join('; ')}`,
+        errors,
+      );
+    }
+  }
+}
