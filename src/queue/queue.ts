@@ -13,7 +13,6 @@ import type { Backoff, Queue, QueueOptions } from './types.js';
 /** A queue's registration for `services`, with the token of the running queue. */
 export type QueueRegistration<D> = ServiceRegistration<Queue<D>> & {
   readonly token: Token<Queue<D>>;
-  readonly name: string;
 };
 
 const QUEUE_KEYS = knownKeys<QueueOptions<unknown>>({
@@ -91,7 +90,6 @@ export function queue<D = unknown>(options: QueueOptions<D>): QueueRegistration<
   const token = createToken<Queue<D>>(`queue:${resolved.names.queue}`);
   return {
     token,
-    name: resolved.names.queue,
     useFactory: (ctx) =>
       new QueueService<D>(
         resolved,
