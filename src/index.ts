@@ -126,14 +126,17 @@ export type {
   DeadJob,
   DeadReason,
   JobHandler,
+  JobOutcome,
   Queue,
   QueueCounts,
   QueueJob,
   QueueOptions,
   QueueRegistration,
+  QueueResultOptions,
   QueueWorker,
   QueueWorkerOptions,
   QueueWorkerStats,
+  ResultOptions,
 } from './queue/mod.js';
 export { QUEUE_DEFAULTS, queue, unrecoverable } from './queue/mod.js';
 export type { RetryOptions } from './retry/retry.js';

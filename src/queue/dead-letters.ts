@@ -155,11 +155,17 @@ export async function listDead<D>(ctx: DeadLetterContext, codec: Codec<D>): Prom
  * a new message), then removes its dead letters up to the one redriven. A redrive repeated after
  * a failure between the two steps is deduplicated by its message id.
  */
-export async function redrive(ctx: DeadLetterContext, id: string): Promise<boolean> {
+export async function redrive(
+  ctx: DeadLetterContext,
+  id: string,
+  /** Runs once the dead letter is found, before the job is published again. */
+  before?: () => Promise<void>,
+): Promise<boolean> {
   const jsm = ctx.jsm();
   const subject = ctx.names.dead(id);
   const m = await jsm.direct.getMessage(ctx.names.deadStream, { last_by_subj: subject });
   if (!m) return false;
+  await before?.();
   const e = m.json<Envelope>();
   const headers = Object.fromEntries(Object.entries(e.headers).filter(([k]) => k !== H.runAt));
   await ctx.publish(ctx.names.ready, new Uint8Array(Buffer.from(e.payload, 'base64')), {

@@ -6,28 +6,33 @@ import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js'
 import { describeThrown } from '../errors/thrown.js';
 import { ApiCode, isApiError } from '../jetstream/api-errors.js';
 import type { Codec } from '../kv/codec.js';
+import type { KVStoreService } from '../kv/kv-store-service.js';
 import type { Service } from '../lifecycle/service.js';
 import type { StandardSchemaV1 } from '../schema/standard-schema.js';
 import type { StreamService } from '../stream/stream-service.js';
 import type { JobDefaults, PlanContext } from './add-options.js';
 import { type DeadLetterContext, deadIds, listDead, MAX_HISTORY, redrive } from './dead-letters.js';
-import type { QueueNames } from './names.js';
+import { checkJobId, type QueueNames } from './names.js';
 import { addBulk, addOne } from './producer.js';
 import { startQueueWorker } from './queue-worker.js';
+import { type ResolvedResults, ResultStore } from './results.js';
 import type {
   AddedJob,
   AddOptions,
   BulkJob,
   DeadJob,
   JobHandler,
+  JobOutcome,
   Queue,
   QueueCounts,
   QueueWorker,
   QueueWorkerOptions,
+  ResultOptions,
 } from './types.js';
 
 /** A queue's options once validated. */
 export interface ResolvedQueue<D> {
+  readonly results: ResolvedResults | undefined;
   readonly names: QueueNames;
   readonly codec: Codec<D>;
   readonly schema: StandardSchemaV1<unknown, D> | undefined;
@@ -42,7 +47,7 @@ export interface ResolvedQueue<D> {
  * stops the workers it started, before StreamService stops.
  * @internal created by {@link queue}.
  */
-export class QueueService<D> implements Queue<D>, Service {
+export class QueueService<D, R = unknown> implements Queue<D, R>, Service {
   readonly name: string;
   readonly #q: ResolvedQueue<D>;
   readonly #streams: StreamService;
@@ -50,6 +55,7 @@ export class QueueService<D> implements Queue<D>, Service {
   readonly #log: Logger;
   readonly #workers = new Set<QueueWorker>();
   readonly #dead: DeadLetterContext;
+  readonly #results: ResultStore | undefined;
   #started = false;
 
   constructor(
@@ -57,6 +63,7 @@ export class QueueService<D> implements Queue<D>, Service {
     streams: StreamService,
     connection: ConnectionService,
     logger: Logger,
+    kv: KVStoreService | undefined,
   ) {
     this.#q = q;
     this.name = q.names.queue;
@@ -68,6 +75,10 @@ export class QueueService<D> implements Queue<D>, Service {
       jsm: () => streams.jsm,
       publish: (subject, data, o) => streams.publish(subject, data, o),
     };
+    this.#results =
+      q.results && kv
+        ? new ResultStore(q.names.queue, kv, () => connection.nc, q.results, q.replicas)
+        : undefined;
   }
 
   async start(): Promise<void> {
@@ -92,6 +103,7 @@ export class QueueService<D> implements Queue<D>, Service {
       allow_direct: true,
       num_replicas: replicas,
     });
+    await this.#results?.open();
     this.#started = true;
   }
 
@@ -128,7 +140,7 @@ export class QueueService<D> implements Queue<D>, Service {
     );
   }
 
-  async work(handler: JobHandler<D>, options?: QueueWorkerOptions<D>): Promise<QueueWorker> {
+  async work(handler: JobHandler<D, R>, options?: QueueWorkerOptions<D>): Promise<QueueWorker> {
     this.#plan();
     const { names } = this.#q;
     const worker = await startQueueWorker(
@@ -138,6 +150,7 @@ export class QueueService<D> implements Queue<D>, Service {
         schema: this.#q.schema,
         defaults: this.#q.defaults,
         log: this.#log,
+        results: this.#results,
         createWorker: (o) =>
           this.#streams.createWorker<Uint8Array>({
             ...o,
@@ -161,14 +174,30 @@ export class QueueService<D> implements Queue<D>, Service {
 
   redrive(id: string): Promise<boolean> {
     this.#plan();
-    return redrive(this.#dead, id);
+    checkJobId('id', id);
+    // Its dead outcome no longer holds: forgotten before the job is back, so the new outcome
+    // cannot be the one forgotten.
+    const results = this.#results;
+    return redrive(this.#dead, id, results ? () => results.forget(id) : undefined);
   }
 
   async redriveAll(): Promise<number> {
     this.#plan();
     let n = 0;
-    for (const id of await deadIds(this.#dead)) if (await redrive(this.#dead, id)) n++;
+    for (const id of await deadIds(this.#dead)) if (await this.redrive(id)) n++;
     return n;
+  }
+
+  result(id: string, options?: ResultOptions): Promise<JobOutcome<R>> {
+    this.#plan();
+    checkJobId('id', id);
+    if (!this.#results) {
+      throw new NatskitError(
+        'INVALID_STATE',
+        `queue ${this.name} stores no results: declare it with \`results: true\``,
+      );
+    }
+    return this.#results.wait<R>(id, options);
   }
 
   async counts(): Promise<QueueCounts> {

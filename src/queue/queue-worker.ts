@@ -15,6 +15,7 @@ import {
   recordAttempt,
 } from './dead-letters.js';
 import { H } from './names.js';
+import type { ResultStore } from './results.js';
 import type {
   Backoff,
   DeadReason,
@@ -50,6 +51,8 @@ export interface QueueWorkerContext<D> {
   readonly schema: StandardSchemaV1<unknown, D> | undefined;
   readonly defaults: JobDefaults;
   readonly log: Logger;
+  /** Where outcomes are stored, when the queue keeps them. */
+  readonly results: ResultStore | undefined;
   /** Creates the stream worker (StreamService.createWorker with the queue's consumer). */
   createWorker(o: {
     handler: (job: Job<Uint8Array>, signal: AbortSignal) => Promise<void>;
@@ -87,9 +90,9 @@ function dateHeader(job: Job<Uint8Array>, name: string): Date | undefined {
  * job that exhausted its attempts, threw `unrecoverable()`, cannot be decoded, or stalled too
  * often to the dead letters (then acks it).
  */
-export async function startQueueWorker<D>(
+export async function startQueueWorker<D, R>(
   ctx: QueueWorkerContext<D>,
-  handler: JobHandler<D>,
+  handler: JobHandler<D, R>,
   options: QueueWorkerOptions<D> = {},
 ): Promise<QueueWorker> {
   checkOptionsObject('work options', options, WORKER_KEYS);
@@ -123,6 +126,10 @@ export async function startQueueWorker<D>(
     });
     stats.dead++;
     ctx.log.warn({ id, reason, err, deliveries: job.deliveryCount }, 'job dead-lettered');
+    // The dead letter is what counts; a waiter that misses this outcome times out as pending.
+    await ctx.results
+      ?.dead(id, reason, describeFailure(err).error)
+      .catch((e: unknown) => ctx.log.warn({ err: e, id }, 'dead outcome not stored'));
   };
 
   const run = async (job: Job<Uint8Array>, signal: AbortSignal): Promise<void> => {
@@ -152,8 +159,9 @@ export async function startQueueWorker<D>(
     };
     jobs.set(job.msg, qjob);
     stats.running++;
+    let value: R;
     try {
-      await handler(qjob, signal);
+      value = await handler(qjob, signal);
     } catch (err) {
       // Given back at the drain deadline: another worker runs it; record nothing.
       if (signal.aborted) throw err;
@@ -182,6 +190,13 @@ export async function startQueueWorker<D>(
       await clearHistory(ctx.dead, id).catch((e: unknown) =>
         ctx.log.warn({ err: e, id }, 'attempt history not cleared'),
       );
+    }
+    if (ctx.results && !signal.aborted) {
+      // The job completed: its effects are done, so a result that cannot be stored must not
+      // run it again (that would repeat them). Logged; a waiter sees `pending`.
+      await ctx.results
+        .completed(id, value, job.deliveryCount)
+        .catch((e: unknown) => ctx.log.warn({ err: e, id }, 'job result not stored'));
     }
     stats.completed++;
   };

@@ -2,17 +2,19 @@ import { checkOptionsObject, describeValue, knownKeys, positiveInt } from '../co
 import { ConnectionService } from '../connection/connection-service.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { resolveCodec } from '../kv/codec.js';
+import { KVStoreService } from '../kv/kv-store-service.js';
 import { createToken, type ServiceRegistration, type Token } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
 import { StreamService } from '../stream/stream-service.js';
 import { checkAttempts, checkBackoff } from './add-options.js';
 import { queueNames } from './names.js';
 import { QueueService, type ResolvedQueue } from './queue-service.js';
+import { checkResults } from './results.js';
 import type { Backoff, Queue, QueueOptions } from './types.js';
 
 /** A queue's registration for `services`, with the token of the running queue. */
-export type QueueRegistration<D> = ServiceRegistration<Queue<D>> & {
-  readonly token: Token<Queue<D>>;
+export type QueueRegistration<D, R = unknown> = ServiceRegistration<Queue<D, R>> & {
+  readonly token: Token<Queue<D, R>>;
 };
 
 const QUEUE_KEYS = knownKeys<QueueOptions<unknown>>({
@@ -23,6 +25,7 @@ const QUEUE_KEYS = knownKeys<QueueOptions<unknown>>({
   backoff: true,
   dedupeWindowMs: true,
   replicas: true,
+  results: true,
 });
 
 /** The defaults of {@link QueueOptions}. */
@@ -67,6 +70,7 @@ function resolve<D>(options: QueueOptions<D>): ResolvedQueue<D> {
     },
     dedupeWindowMs: window,
     replicas: positiveInt('queue.replicas', options.replicas, QUEUE_DEFAULTS.replicas),
+    results: checkResults(options.results),
   };
 }
 
@@ -78,25 +82,27 @@ function resolve<D>(options: QueueOptions<D>): ResolvedQueue<D> {
  *
  * @example
  * ```ts
- * const emails = queue<{ to: string }>({ name: 'emails', schema: Email, attempts: 5 });
+ * const emails = queue<{ to: string }, { messageId: string }>({ name: 'emails', schema: Email, results: true });
  * await using app = await ServiceManager.start({ nats, services: [emails] });
  * const q = app.get(emails.token);
- * await q.work(async (job) => send(job.data.to));
- * await q.add({ to: 'a@example.com' }, { jobId: 'welcome-42', delayMs: 60_000 });
+ * await q.work(async (job) => ({ messageId: await send(job.data.to) }));
+ * const { id } = await q.add({ to: 'a@example.com' }, { jobId: 'welcome-42', delayMs: 60_000 });
+ * const outcome = await q.result(id, { timeoutMs: 120_000 }); // { state: 'completed', value }
  * ```
  */
-export function queue<D = unknown>(options: QueueOptions<D>): QueueRegistration<D> {
+export function queue<D = unknown, R = unknown>(options: QueueOptions<D>): QueueRegistration<D, R> {
   const resolved = resolve(options);
-  const token = createToken<Queue<D>>(`queue:${resolved.names.queue}`);
+  const token = createToken<Queue<D, R>>(`queue:${resolved.names.queue}`);
   return {
     token,
     useFactory: (ctx) =>
-      new QueueService<D>(
+      new QueueService<D, R>(
         resolved,
         ctx.get(StreamService),
         ctx.get(ConnectionService),
         ctx.get(LOGGER),
+        resolved.results ? ctx.get(KVStoreService) : undefined,
       ),
-    dependsOn: [StreamService, ConnectionService],
+    dependsOn: [StreamService, ConnectionService, ...(resolved.results ? [KVStoreService] : [])],
   };
 }

@@ -28,7 +28,51 @@ export interface QueueOptions<D> {
   readonly dedupeWindowMs?: number;
   /** Stream replicas (clusters). @defaultValue 1 */
   readonly replicas?: number;
+  /**
+   * Store each job's outcome (the handler's return value, or why it died) in a KV bucket, for
+   * {@link Queue.result}; `true` for the defaults. @defaultValue off
+   */
+  readonly results?: boolean | QueueResultOptions;
 }
+
+/** How a queue stores its results. */
+export interface QueueResultOptions {
+  /** How long an outcome is kept. @defaultValue 3600000 (one hour) */
+  readonly ttlMs?: number;
+  /**
+   * The largest stored outcome in bytes; a larger result is stored as an error instead.
+   * @defaultValue 65536
+   */
+  readonly maxBytes?: number;
+}
+
+/** Options of {@link Queue.result}. */
+export interface ResultOptions {
+  /** How long to wait for an outcome; 0 reads it once. @defaultValue 30000 */
+  readonly timeoutMs?: number;
+  readonly signal?: AbortSignal;
+}
+
+/** A job's outcome: completed with the handler's value, dead, or not known (yet). */
+export type JobOutcome<R> =
+  | {
+      readonly state: 'completed';
+      readonly id: string;
+      readonly value: R;
+      readonly attempt: number;
+      readonly at: Date;
+      /** Set when the value could not be stored (too large, not encodable): `value` is null. */
+      readonly error?: string;
+    }
+  | {
+      readonly state: 'dead';
+      readonly id: string;
+      readonly reason: DeadReason;
+      readonly error: string;
+      readonly at: Date;
+    }
+  /** Not finished, not added, or its outcome expired. */
+  | { readonly state: 'pending'; readonly id: string };
 
 /** Options of one {@link Queue.add}. */
 export interface AddOptions {
@@ -84,8 +128,8 @@ export interface QueueJob<D> {
   readonly runAt: Date | undefined;
 }
 
-/** Runs one job; resolve to complete it, throw to fail this attempt. */
-export type JobHandler<D> = (job: QueueJob<D>, signal: AbortSignal) => unknown;
+/** Runs one job; resolve (with the job's result) to complete it, throw to fail this attempt. */
+export type JobHandler<D, R = unknown> = (job: QueueJob<D>, signal: AbortSignal) => R | Promise<R>;
 
 /** Options of {@link Queue.work}. */
 export interface QueueWorkerOptions<D> {
@@ -171,7 +215,7 @@ export interface QueueCounts {
 }
 
 /** A queue: add jobs, run workers, look at and redrive the dead letters. */
-export interface Queue<D> {
+export interface Queue<D, R = unknown> {
   readonly name: string;
   /**
    * Adds one job. Nothing is sent when the payload fails the codec or schema or an option is
@@ -189,7 +233,12 @@ export interface Queue<D> {
    */
   addBulk(jobs: readonly BulkJob<D>[]): Promise<AddedJob[]>;
   /** Starts a worker on the queue; it is stopped with the queue's service at the latest. */
-  work(handler: JobHandler<D>, options?: QueueWorkerOptions<D>): Promise<QueueWorker>;
+  work(handler: JobHandler<D, R>, options?: QueueWorkerOptions<D>): Promise<QueueWorker>;
+  /**
+   * The job's outcome, waiting up to `timeoutMs` for it (`pending` after that).
+   * @throws NatskitError `INVALID_STATE` on a queue declared without `results`, `ABORTED`.
+   */
+  result(id: string, options?: ResultOptions): Promise<JobOutcome<R>>;
   /** The dead jobs, oldest first. */
   deadJobs(): Promise<DeadJob<D>[]>;
   /** Puts a dead job back on the queue with fresh attempts; false when no job has the id. */

@@ -1,0 +1,113 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KVStoreService, NatskitError, queue, ServiceManager } from '../../src/index.js';
+import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
+import { waitForValue, waitUntil } from '../support/wait.js';
+
+const quiet = { logger: { level: 'silent' as const } };
+const fast = { fetchExpiresMs: 1_000 };
+
+const sums = queue<{ a: number; b: number }, { sum: number }>({ name: 'sums', results: true });
+const small = queue<{ size: number }, string>({
+  name: 'small',
+  attempts: 1,
+  results: { maxBytes: 256, ttlMs: 1_000 },
+});
+const none = queue({ name: 'none' });
+
+describe('queue: results', () => {
+  let server: NatsServerHandle;
+  let app: ServiceManager;
+  beforeAll(async () => {
+    server = await startNatsServer();
+    app = await ServiceManager.start({
+      ...quiet,
+      nats: { servers: server.url },
+      services: [sums, small, none],
+    });
+  });
+  afterAll(async () => {
+    await app?.stop();
+    await server?.[Symbol.asyncDispose]();
+  });
+
+  it("stores the handler's return value; a producer waiting before the job ran gets it", async () => {
+    const q = app.get(sums.token);
+    const { id } = await q.add({ a: 2, b: 3 });
+    const waiting = q.result(id, { timeoutMs: 10_000 }); // before any worker runs
+    await using _w = await q.work((job) => ({ sum: job.data.a + job.data.b }), fast);
+    const outcome = await waiting;
+    expect(outcome).toMatchObject({ state: 'completed', id, value: { sum: 5 }, attempt: 1 });
+    if (outcome.state === 'completed') {
+      const sum: number = outcome.value.sum; // typed from the declaration
+      expect(sum).toBe(5);
+    }
+    // Read again once done (no wait), and it is a plain KV bucket other tools can read.
+    expect(await q.result(id, { timeoutMs: 0 })).toMatchObject({
+      state: 'completed',
+      value: { sum: 5 },
+    });
+    const raw = await app.get(KVStoreService).get('queue_sums_results', id);
+    expect(raw).toMatchObject({ state: 'completed', value: { sum: 5 } });
+  });
+
+  it('reports pending for a job not done within the wait, and refuses bad wait options', async () => {
+    const q = app.get(sums.token);
+    const started = Date.now();
+    expect(await q.result('never-added', { timeoutMs: 300 })).toEqual({
+      state: 'pending',
+      id: 'never-added',
+    });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+    const bad = await q.result('x', { timeoutMs: -1 }).catch((e: unknown) => e);
+    expect(NatskitError.is(bad, 'INVALID_OPTIONS')).toBe(true);
+    const typo = await q.result('x', { timeout: 5 } as never).catch((e: unknown) => e);
+    expect((typo as NatskitError).details).toMatchObject({ suggestion: 'timeoutMs' });
+    const ac = new AbortController();
+    const aborted = q
+      .result('y', { timeoutMs: 10_000, signal: ac.signal })
+      .catch((e: unknown) => e);
+    ac.abort();
+    expect(NatskitError.is(await aborted, 'ABORTED')).toBe(true);
+    expect(() => app.get(none.token).result('x')).toThrow(/stores no results/);
+  });
+
+  it('stores a dead outcome, forgets it on redrive, and bounds the size of a stored result', async () => {
+    const q = app.get(small.token);
+    let fail = true;
+    await using w = await q.work((job) => {
+      if (fail) throw new Error('boom');
+      return 'x'.repeat(job.data.size);
+    }, fast);
+    const { id } = await q.add({ size: 10 }, { jobId: 'dies' });
+    expect(await q.result(id, { timeoutMs: 10_000 })).toMatchObject({
+      state: 'dead',
+      reason: 'failed',
+      error: 'boom',
+    });
+    fail = false;
+    expect(await q.redrive(id)).toBe(true);
+    expect(await q.result(id, { timeoutMs: 10_000 })).toMatchObject({
+      state: 'completed',
+      value: 'x'.repeat(10),
+    });
+    const big = await q.add({ size: 1_000 });
+    const outcome = await q.result(big.id, { timeoutMs: 10_000 });
+    expect(outcome).toMatchObject({ state: 'completed', value: null });
+    expect(outcome.state === 'completed' && outcome.error).toMatch(/not stored/);
+    expect(w.stats.completed).toBe(2);
+  });
+
+  it('expires outcomes after the ttl', async () => {
+    const q = app.get(small.token);
+    await using w = await q.work(() => 'ok', fast);
+    const { id } = await q.add({ size: 1 });
+    await waitUntil(() => w.stats.completed === 1, 5_000, 'done');
+    expect((await q.result(id, { timeoutMs: 0 })).state).toBe('completed');
+    await waitForValue(
+      () => q.result(id, { timeoutMs: 0 }),
+      (o) => o.state === 'pending',
+      10_000,
+      'expired',
+    );
+  });
+});
