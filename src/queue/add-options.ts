@@ -178,13 +178,13 @@ export async function planJob<D>(
       `job for queue ${ctx.names.queue}: the codec failed`,
     );
   }
-  let subject = ctx.names.ready;
+  let subject = ctx.names.ready(id);
   if (due) {
     ctx.requireSchedules();
     subject = ctx.names.delayed(id);
     headers[H.runAt] = due.toISOString();
     headers['Nats-Schedule'] = `@at ${due.toISOString()}`;
-    headers['Nats-Schedule-Target'] = ctx.names.ready;
+    headers['Nats-Schedule-Target'] = ctx.names.ready(id);
   }
   const size = bytes.length + headerBytes(Object.entries(headers)) + 64; // + Nats-Msg-Id
   if (size > ctx.maxPayload) {

@@ -117,7 +117,8 @@ export async function deadLetter(ctx: DeadLetterContext, input: DeadInput): Prom
   await clearHistory(ctx, input.id);
 }
 
-function toDeadJob<D>(m: StoredMsg, codec: Codec<D>): DeadJob<D> {
+/** A stored dead letter as a {@link DeadJob}. */
+export function toDeadJob<D>(m: StoredMsg, codec: Codec<D>): DeadJob<D> {
   const e = m.json<Envelope>();
   const payload = new Uint8Array(Buffer.from(e.payload, 'base64'));
   let data: D | undefined;
@@ -168,7 +169,7 @@ export async function redrive(
   await before?.();
   const e = m.json<Envelope>();
   const headers = Object.fromEntries(Object.entries(e.headers).filter(([k]) => k !== H.runAt));
-  await ctx.publish(ctx.names.ready, new Uint8Array(Buffer.from(e.payload, 'base64')), {
+  await ctx.publish(ctx.names.ready(id), new Uint8Array(Buffer.from(e.payload, 'base64')), {
     msgId: `redrive:${id}:${m.seq}`,
     headers,
   });

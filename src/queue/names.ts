@@ -14,8 +14,10 @@ export interface QueueNames {
   readonly deadStream: string;
   /** The durable consumer every worker of the queue shares. */
   readonly consumer: string;
-  /** `queue.<name>.ready`: what workers consume. */
-  readonly ready: string;
+  /** `queue.<name>.ready.<id>`: one job ready to run (what workers consume). */
+  ready(id: string): string;
+  /** `queue.<name>.ready.*`: every ready job, the consumer's filter. */
+  readonly readyAll: string;
   /** `queue.<name>.delayed.<id>`: the schedule of one delayed job. */
   delayed(id: string): string;
   /** `queue.<name>.dead.<id>`: the dead letter of one job. */
@@ -43,7 +45,8 @@ export function queueNames(name: unknown): QueueNames {
     stream: `QUEUE_${name}`,
     deadStream: `QUEUE_${name}_DEAD`,
     consumer: `queue_${name}`,
-    ready: `${base}.ready`,
+    ready: (id) => `${base}.ready.${id}`,
+    readyAll: `${base}.ready.*`,
     delayed: (id) => `${base}.delayed.${id}`,
     dead: (id) => `${base}.dead.${id}`,
     attempts: (id) => `${base}.attempts.${id}`,

@@ -4,7 +4,6 @@ import type { Logger } from 'pino';
 import type { ConnectionService } from '../connection/connection-service.js';
 import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js';
 import { describeThrown } from '../errors/thrown.js';
-import { ApiCode, isApiError } from '../jetstream/api-errors.js';
 import type { Codec } from '../kv/codec.js';
 import type { KVStoreService } from '../kv/kv-store-service.js';
 import type { Service } from '../lifecycle/service.js';
@@ -12,6 +11,7 @@ import type { StandardSchemaV1 } from '../schema/standard-schema.js';
 import type { StreamService } from '../stream/stream-service.js';
 import type { JobDefaults, PlanContext } from './add-options.js';
 import { type DeadLetterContext, deadIds, listDead, MAX_HISTORY, redrive } from './dead-letters.js';
+import { countJobs, getJob, type InspectContext } from './inspect.js';
 import { checkJobId, type QueueNames } from './names.js';
 import { addBulk, addOne } from './producer.js';
 import { startQueueWorker } from './queue-worker.js';
@@ -22,6 +22,7 @@ import type {
   BulkJob,
   DeadJob,
   JobHandler,
+  JobInfo,
   JobOutcome,
   Queue,
   QueueCounts,
@@ -86,7 +87,7 @@ export class QueueService<D, R = unknown> implements Queue<D, R>, Service {
     const features = this.#connection.capabilities.features;
     const main: Partial<StreamConfig> & { name: string } = {
       name: names.stream,
-      subjects: [names.ready, names.delayed('*')],
+      subjects: [names.readyAll, names.delayed('*')],
       retention: RetentionPolicy.Workqueue,
       duplicate_window: nanos(this.#q.dedupeWindowMs),
       num_replicas: replicas,
@@ -156,7 +157,7 @@ export class QueueService<D, R = unknown> implements Queue<D, R>, Service {
             ...o,
             stream: names.stream,
             consumer: names.consumer,
-            filterSubjects: names.ready,
+            filterSubjects: names.readyAll,
             decode: (bytes) => bytes,
           }),
       },
@@ -200,24 +201,25 @@ export class QueueService<D, R = unknown> implements Queue<D, R>, Service {
     return this.#results.wait<R>(id, options);
   }
 
-  async counts(): Promise<QueueCounts> {
+  counts(): Promise<QueueCounts> {
     this.#plan();
-    const { names } = this.#q;
-    const jsm = this.#streams.jsm;
-    const main = await jsm.streams.info(names.stream, { subjects_filter: `queue.${this.name}.>` });
-    const dead = await jsm.streams.info(names.deadStream, { subjects_filter: names.dead('*') });
-    const subjects = main.state.subjects ?? {};
-    let delayed = 0;
-    for (const [s, n] of Object.entries(subjects)) if (s !== names.ready) delayed += n;
-    let active = 0;
-    try {
-      active = (await jsm.consumers.info(names.stream, names.consumer)).num_ack_pending;
-    } catch (err) {
-      if (!isApiError(err, ApiCode.ConsumerNotFound)) throw err; // no worker yet: none active
-    }
-    const ready = subjects[names.ready] ?? 0;
-    const deadCount = Object.values(dead.state.subjects ?? {}).reduce((a, b) => a + b, 0);
-    return { waiting: Math.max(0, ready - active), active, delayed, dead: deadCount };
+    return countJobs(this.#inspect());
+  }
+
+  getJob(id: string): Promise<JobInfo<D, R>> {
+    this.#plan();
+    checkJobId('id', id);
+    return getJob<D, R>(this.#inspect(), id);
+  }
+
+  #inspect(): InspectContext<D> {
+    return {
+      names: this.#q.names,
+      jsm: this.#streams.jsm,
+      dead: this.#dead,
+      codec: this.#q.codec,
+      results: this.#results,
+    };
   }
 
   async stop(): Promise<void> {

@@ -133,7 +133,8 @@ export async function startQueueWorker<D, R>(
   };
 
   const run = async (job: Job<Uint8Array>, signal: AbortSignal): Promise<void> => {
-    const id = job.headers?.get(H.id) || `seq-${job.seq}`;
+    // A message written by hand, without natskit's headers: its subject names the job.
+    const id = job.headers?.get(H.id) || job.subject.slice(job.subject.lastIndexOf('.') + 1);
     const { attempts } = jobPolicy(job, ctx.defaults);
     if (job.deliveryCount > attempts + maxStalls) {
       const why = `delivered ${job.deliveryCount} times without finishing (attempts ${attempts}, maxStalls ${maxStalls})`;

@@ -203,11 +203,38 @@ export interface DeadJob<D> {
   readonly seq: number;
 }
 
+/** Where a job is. */
+export type JobState = 'waiting' | 'active' | 'delayed' | 'completed' | 'dead' | 'unknown';
+
+/** A job looked up by id ({@link Queue.getJob}). */
+export interface JobInfo<D, R> {
+  readonly id: string;
+  /**
+   * `active`: delivered and not finished (running, or waiting out a retry backoff). `completed`
+   * is known only on a queue with `results`; `unknown`: never added, completed without
+   * results, or its outcome expired.
+   */
+  readonly state: JobState;
+  /** The payload, while the job is waiting, active, delayed or dead (undefined if undecodable). */
+  readonly data: D | undefined;
+  readonly headers: Readonly<Record<string, string>>;
+  /** The job's attempts, while it is waiting, active or delayed. */
+  readonly attempts: number | undefined;
+  /** Its failed attempts so far, oldest first. */
+  readonly history: readonly AttemptRecord[];
+  readonly addedAt: Date | undefined;
+  readonly runAt: Date | undefined;
+  /** The last error of a dead job. */
+  readonly error?: string;
+  /** The stored outcome (queues with `results`). */
+  readonly outcome: JobOutcome<R> | undefined;
+}
+
 /** Jobs by state. */
 export interface QueueCounts {
   /** Ready, not yet delivered to a worker. */
   readonly waiting: number;
-  /** Delivered and not yet finished. */
+  /** Delivered and not yet finished (running, or waiting out a retry backoff). */
   readonly active: number;
   /** Scheduled for later. */
   readonly delayed: number;
@@ -247,4 +274,6 @@ export interface Queue<D, R = unknown> {
   redriveAll(): Promise<number>;
   /** Jobs by state, from the streams' and consumer's counters. */
   counts(): Promise<QueueCounts>;
+  /** Where job `id` is, with its payload, attempts and history. */
+  getJob(id: string): Promise<JobInfo<D, R>>;
 }

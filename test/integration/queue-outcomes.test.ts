@@ -174,10 +174,10 @@ describe('queue: retries, dead letters and redrive', () => {
     const q = app.get(strict.token);
     const streams = app.get(StreamService);
     // Written by another producer, not through the queue: the worker still must not lose it.
-    await streams.publish('queue.strict.ready', '{"n":"x"}', {
+    await streams.publish('queue.strict.ready.bad-1', '{"n":"x"}', {
       headers: { 'Natskit-Job-Id': 'bad-1' },
     });
-    await streams.publish('queue.strict.ready', '{not json', {
+    await streams.publish('queue.strict.ready.bad-2', '{not json', {
       headers: { 'Natskit-Job-Id': 'bad-2' },
     });
     let called = 0;

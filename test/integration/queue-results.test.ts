@@ -13,6 +13,12 @@ const small = queue<{ size: number }, string>({
   results: { maxBytes: 256, ttlMs: 1_000 },
 });
 const none = queue({ name: 'none' });
+const looked = queue<{ k: string }, number>({
+  name: 'looked',
+  results: true,
+  attempts: 2,
+  backoff: { type: 'fixed', delayMs: 100 },
+});
 
 describe('queue: results', () => {
   let server: NatsServerHandle;
@@ -22,7 +28,7 @@ describe('queue: results', () => {
     app = await ServiceManager.start({
       ...quiet,
       nats: { servers: server.url },
-      services: [sums, small, none],
+      services: [sums, small, none, looked],
     });
   });
   afterAll(async () => {
@@ -109,5 +115,67 @@ describe('queue: results', () => {
       10_000,
       'expired',
     );
+  });
+
+  it('looks a job up by id in every state, with its attempts and history', async () => {
+    const q = app.get(looked.token);
+    expect((await q.getJob('nobody')).state).toBe('unknown');
+    await q.add({ k: 'w' }, { jobId: 'w1', headers: { tenant: 't' } });
+    await q.add({ k: 'later' }, { jobId: 'l1', delayMs: 60_000 });
+    expect(await q.getJob('w1')).toMatchObject({
+      state: 'waiting',
+      data: { k: 'w' },
+      headers: { tenant: 't' },
+      attempts: 2,
+      history: [],
+      runAt: undefined,
+    });
+    const delayed = await q.getJob('l1');
+    expect(delayed).toMatchObject({ state: 'delayed', data: { k: 'later' } });
+    expect(delayed.runAt?.getTime()).toBeGreaterThan(Date.now() + 50_000);
+    expect(await q.counts()).toEqual({ waiting: 1, active: 0, delayed: 1, dead: 0 });
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    await using w = await q.work(async (job) => {
+      if (job.data.k === 'w' && job.attempt === 1) throw new Error('first try fails');
+      if (job.data.k === 'w') await gate;
+      if (job.data.k === 'dies') throw new Error('always');
+      return job.attempt;
+    }, fast);
+    const active = await waitForValue(
+      () => q.getJob('w1'),
+      (j) => j.history.length === 1 && w.stats.running === 1,
+      10_000,
+      'second attempt running',
+    );
+    expect(active).toMatchObject({
+      state: 'active',
+      history: [{ attempt: 1, error: 'first try fails' }],
+    });
+    expect(await q.counts()).toEqual({ waiting: 0, active: 1, delayed: 1, dead: 0 });
+    release();
+    const done = await waitForValue(
+      () => q.getJob('w1'),
+      (j) => j.state === 'completed',
+      10_000,
+      'completed',
+    );
+    expect(done.outcome).toMatchObject({ state: 'completed', value: 2, attempt: 2 });
+    expect(done.history).toEqual([]); // dropped once it completed
+    await q.add({ k: 'dies' }, { jobId: 'd1' });
+    const dead = await waitForValue(
+      () => q.getJob('d1'),
+      (j) => j.state === 'dead',
+      10_000,
+      'dead',
+    );
+    expect(dead).toMatchObject({
+      data: { k: 'dies' },
+      error: 'always',
+      history: [{ attempt: 1, error: 'always' }],
+    });
+    expect(await q.counts()).toEqual({ waiting: 0, active: 0, delayed: 1, dead: 1 });
   });
 });
