@@ -186,13 +186,16 @@ export async function startQueueWorker<D, R>(
     } finally {
       stats.running--;
     }
+    // Finished after the drain deadline: the job was given back and runs again elsewhere, so it
+    // is not complete (the stream worker does not ack it either).
+    if (signal.aborted) return;
     // Redelivered: it may have failed before; its history has no use any more.
     if (job.deliveryCount > 1) {
       await clearHistory(ctx.dead, id).catch((e: unknown) =>
         ctx.log.warn({ err: e, id }, 'attempt history not cleared'),
       );
     }
-    if (ctx.results && !signal.aborted) {
+    if (ctx.results) {
       // The job completed: its effects are done, so a result that cannot be stored must not
       // run it again (that would repeat them). Logged; a waiter sees `pending`.
       await ctx.results

@@ -21,6 +21,7 @@ const retries = queue<{ k: string }>({
 });
 const expo = queue<{ k: string }>({ name: 'expo' });
 const custom = queue<{ k: string }>({ name: 'custom', attempts: 3 });
+const stally = queue<{ k: string }>({ name: 'stally', attempts: 1 });
 const deadq = queue<{ k: string }>({
   name: 'deadq',
   attempts: 2,
@@ -41,7 +42,7 @@ describe('queue: retries, dead letters and redrive', () => {
     app = await ServiceManager.start({
       ...quiet,
       nats: { servers: server.url },
-      services: [retries, expo, custom, deadq, strict],
+      services: [retries, expo, custom, deadq, strict, stally],
     });
   });
   afterAll(async () => {
@@ -196,6 +197,44 @@ describe('queue: retries, dead letters and redrive', () => {
     ]);
     expect(new TextDecoder().decode(dead[1]?.payload)).toBe('{not json');
     expect(called).toBe(0);
+  });
+
+  it('dead-letters as stalled a job whose deliveries keep ending without a result', async () => {
+    const q = app.get(stally.token);
+    await q.add({ k: 'hangs' }, { jobId: 'hang-1' });
+    const attempts: number[] = [];
+    // Two workers in turn take the job and never finish it: each stop gives it back.
+    for (let i = 0; i < 2; i++) {
+      const w = await q.work(
+        async (job, signal) => {
+          attempts.push(job.attempt);
+          await new Promise((resolve) => signal.addEventListener('abort', resolve));
+        },
+        { ...fast, maxStalls: 1, drainTimeoutMs: 50 },
+      );
+      await waitUntil(() => w.stats.running === 1, 5_000, 'running');
+      await w.stop();
+      // The handler returned once aborted at the drain deadline: that is not a completion.
+      expect(w.stats).toMatchObject({ completed: 0, running: 0, dead: 0 });
+    }
+    let ran = false;
+    await using w3 = await q.work(
+      () => {
+        ran = true;
+      },
+      { ...fast, maxStalls: 1 },
+    );
+    const [dead] = await waitForValue(
+      () => q.deadJobs(),
+      (d) => d.length === 1,
+      10_000,
+      'stalled',
+    );
+    expect(dead).toMatchObject({ id: 'hang-1', reason: 'stalled', code: 'JOB_UNRECOVERABLE' });
+    expect(dead?.error).toMatch(/delivered 3 times without finishing/);
+    expect(attempts).toEqual([1, 2]);
+    expect(ran).toBe(false);
+    expect(w3.stats.dead).toBe(1);
   });
 
   it('stops its workers when the app stops (the queue stops before StreamService)', async () => {
