@@ -1,6 +1,6 @@
 import type { JsMsg } from '@nats-io/jetstream';
 import type { Logger } from 'pino';
-import { checkOptionsObject, knownKeys, positiveInt } from '../config/validate.js';
+import { checkOptionsObject, describeValue, knownKeys, positiveInt } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import type { Codec } from '../kv/codec.js';
 import { type StandardSchemaV1, validate } from '../schema/standard-schema.js';
@@ -106,11 +106,13 @@ export async function startQueueWorker<D, R>(
       details: { field: 'backoff' },
     });
   }
-  const maxStalls = positiveInt('work options.maxStalls', options.maxStalls ?? 3, 3);
-  if (maxStalls > MAX_STALLS) {
-    throw new NatskitError('INVALID_OPTIONS', `work options.maxStalls is at most ${MAX_STALLS}`, {
-      details: { field: 'maxStalls' },
-    });
+  const maxStalls = options.maxStalls ?? 3;
+  if (!Number.isInteger(maxStalls) || maxStalls < 0 || maxStalls > MAX_STALLS) {
+    throw new NatskitError(
+      'INVALID_OPTIONS',
+      `work options.maxStalls must be an integer from 0 to ${MAX_STALLS}, got ${describeValue(options.maxStalls)}`,
+      { details: { field: 'maxStalls' } },
+    );
   }
   const stats: QueueWorkerStats = { completed: 0, retried: 0, dead: 0, running: 0 };
   const jobs = new WeakMap<JsMsg, QueueJob<D>>();
