@@ -88,6 +88,27 @@ describe('queue: delayed jobs on the server scheduler (2.15)', () => {
     expect(ran).toEqual(['once']);
   });
 
+  it('addBulk mixes delayed and immediate jobs in one atomic batch', async () => {
+    const q = app.get(later.token);
+    const ran = new Map<string, number>();
+    await using w = await q.work(
+      (job) => {
+        ran.set(job.id, Date.now() - (job.runAt?.getTime() ?? Date.now()));
+      },
+      { ...fast, concurrency: 4 },
+    );
+    const added = await q.addBulk([
+      { data: { i: 10 }, options: { jobId: 'bulk-now' } },
+      { data: { i: 11 }, options: { jobId: 'bulk-later', delayMs: 700 } },
+    ]);
+    expect(added[1]?.runAt).toBeInstanceOf(Date);
+    await waitUntil(() => ran.has('bulk-now'), 5_000, 'immediate job ran');
+    expect(ran.has('bulk-later')).toBe(false);
+    await waitUntil(() => ran.size === 2, 5_000, 'delayed job ran');
+    expect(ran.get('bulk-later')).toBeGreaterThanOrEqual(0);
+    expect(w.stats.completed).toBeGreaterThanOrEqual(2);
+  });
+
   it('loses no delayed job and runs none twice across a SIGKILL of the server', async () => {
     const q = app.get(crash.token);
     const streams = app.get(StreamService);

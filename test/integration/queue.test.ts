@@ -139,6 +139,7 @@ describe('queue: producer and round trip', () => {
       [() => q.add({ big: 10n }), 'INVALID_VALUE', undefined],
       [() => q.add({ s: 'x'.repeat(1024 * 1024 + 10) }), 'VALUE_TOO_LARGE', undefined],
       [() => o.add({ n: 'one' } as never), 'VALIDATION_FAILED', undefined],
+      [() => q.add({}, { signal: AbortSignal.abort() }), 'ABORTED', undefined],
     ];
     for (const [call, code, field] of cases) {
       const err = await call().then(
