@@ -13,6 +13,7 @@ import type { JobDefaults, PlanContext } from './add-options.js';
 import { type DeadLetterContext, deadIds, listDead, MAX_HISTORY, redrive } from './dead-letters.js';
 import { countJobs, getJob, type InspectContext } from './inspect.js';
 import { checkJobId, type QueueNames } from './names.js';
+import { pausedState, pauseQueue, resumeQueue } from './pause.js';
 import { addBulk, addOne } from './producer.js';
 import { startQueueWorker } from './queue-worker.js';
 import { type ResolvedResults, ResultStore } from './results.js';
@@ -210,6 +211,23 @@ export class QueueService<D, R = unknown> implements Queue<D, R>, Service {
     this.#plan();
     checkJobId('id', id);
     return getJob<D, R>(this.#inspect(), id);
+  }
+
+  async pause(until?: Date): Promise<void> {
+    this.#plan();
+    this.#connection.requireFeature('consumerPause', `pausing queue ${this.name}`);
+    await pauseQueue(this.#streams.jsm, this.#q.names, until);
+  }
+
+  async resume(): Promise<void> {
+    this.#plan();
+    this.#connection.requireFeature('consumerPause', `resuming queue ${this.name}`);
+    await resumeQueue(this.#streams.jsm, this.#q.names);
+  }
+
+  paused(): Promise<{ readonly paused: boolean; readonly until: Date | undefined }> {
+    this.#plan();
+    return pausedState(this.#streams.jsm, this.#q.names);
   }
 
   #inspect(): InspectContext<D> {

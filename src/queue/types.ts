@@ -276,4 +276,14 @@ export interface Queue<D, R = unknown> {
   counts(): Promise<QueueCounts>;
   /** Where job `id` is, with its payload, attempts and history. */
   getJob(id: string): Promise<JobInfo<D, R>>;
+  /**
+   * Pauses every worker of the queue, in every process (the shared consumer delivers nothing),
+   * until `until` or until {@link Queue.resume}. Jobs running go on; adds are still accepted.
+   * @throws NatskitError `CAPABILITY_MISSING` before nats-server 2.11, `INVALID_OPTIONS`.
+   */
+  pause(until?: Date): Promise<void>;
+  /** Resumes a paused queue. */
+  resume(): Promise<void>;
+  /** Whether the queue is paused now, and until when. */
+  paused(): Promise<{ readonly paused: boolean; readonly until: Date | undefined }>;
 }

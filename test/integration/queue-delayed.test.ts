@@ -181,6 +181,12 @@ describe('queue on nats-server 2.9.10 (no message schedules, no atomic batch)', 
       .catch((e: unknown) => e);
     expect(NatskitError.is(bulkErr, 'CAPABILITY_MISSING')).toBe(true);
     expect((await streams.jsm.streams.info('QUEUE_old')).state.messages).toBe(0);
+    const pause = await q.pause().catch((e: unknown) => e);
+    expect(NatskitError.is(pause, 'CAPABILITY_MISSING')).toBe(true);
+    expect((pause as NatskitError).details).toMatchObject({
+      feature: 'consumerPause',
+      minServer: '2.11',
+    });
   });
 
   it('still runs immediate jobs, addBulk one by one, retries and dead letters', async () => {
