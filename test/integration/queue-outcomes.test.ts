@@ -80,8 +80,8 @@ describe('queue: retries, dead letters and redrive', () => {
     await waitUntil(() => w.stats.completed === 1, 10_000, 'completed');
     const [a, b, c] = at as [number, number, number];
     expect(b - a).toBeGreaterThanOrEqual(190);
-    expect(b - a).toBeLessThan(390);
-    expect(c - b).toBeGreaterThanOrEqual(390);
+    expect(b - a).toBeLessThan(900); // not the worker's default (1000 ms)
+    expect(c - b).toBeGreaterThanOrEqual(390); // doubled: 400 ms
   });
 
   it("uses the worker's backoff function, and the job's backoff when it throws or returns junk", async () => {
@@ -91,26 +91,29 @@ describe('queue: retries, dead letters and redrive', () => {
     await using w = await q.work(
       (job) => {
         at.push(performance.now());
-        if (job.attempt < 3) throw new Error(`fail ${job.attempt}`);
+        if (job.attempt < 4) throw new Error(`fail ${job.attempt}`);
       },
       {
         ...fast,
         backoff: (failures, job, err) => {
           asked.push([failures, job.data.k, (err as Error).message]);
           if (failures === 2) throw null; // user code may throw anything
-          return 400;
+          if (failures === 3) return Number.NaN;
+          return 1_200;
         },
       },
     );
-    await q.add({ k: 'c' }, { backoff: { type: 'fixed', delayMs: 100 } });
+    await q.add({ k: 'c' }, { attempts: 4, backoff: { type: 'fixed', delayMs: 100 } });
     await waitUntil(() => w.stats.completed === 1, 10_000, 'completed');
     expect(asked).toEqual([
       [1, 'c', 'fail 1'],
       [2, 'c', 'fail 2'],
+      [3, 'c', 'fail 3'],
     ]);
-    const [a, b, c] = at as [number, number, number];
-    expect(b - a).toBeGreaterThanOrEqual(390); // the function's 400
-    expect(c - b).toBeLessThan(390); // it threw: the job's fixed 100
+    const [a, b, c, d] = at as [number, number, number, number];
+    expect(b - a).toBeGreaterThanOrEqual(1_190); // the function's 1200
+    expect(c - b).toBeLessThan(900); // it threw: the job's fixed 100
+    expect(d - c).toBeLessThan(900); // NaN: the job's fixed 100
   });
 
   it('dead-letters a job that exhausts its attempts, with payload, headers, last error and history', async () => {
