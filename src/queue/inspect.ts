@@ -85,7 +85,8 @@ function decoded<D>(codec: Codec<D>, data: Uint8Array): D | undefined {
 export async function getJob<D, R>(ctx: InspectContext<D>, id: string): Promise<JobInfo<D, R>> {
   const { jsm, names } = ctx;
   const history = await readHistory(ctx.dead, id);
-  const base = { id, history, outcome: undefined };
+  const progress = ctx.results ? await ctx.results.getProgress(id) : undefined;
+  const base = { id, history, outcome: undefined, progress };
   const fromMsg = (m: StoredMsg) => {
     const attempts = Number(m.header?.get(H.attempts));
     return {

@@ -11,6 +11,7 @@ import type { StandardSchemaV1 } from '../schema/standard-schema.js';
 import type { StreamService } from '../stream/stream-service.js';
 import type { JobDefaults, PlanContext } from './add-options.js';
 import { type DeadLetterContext, deadIds, listDead, MAX_HISTORY, redrive } from './dead-letters.js';
+import { emit, listen } from './events.js';
 import { countJobs, getJob, type InspectContext } from './inspect.js';
 import { checkJobId, type QueueNames } from './names.js';
 import { pausedState, pauseQueue, resumeQueue } from './pause.js';
@@ -22,11 +23,14 @@ import type {
   AddOptions,
   BulkJob,
   DeadJob,
+  EventsOptions,
   JobHandler,
   JobInfo,
   JobOutcome,
   Queue,
   QueueCounts,
+  QueueEvent,
+  QueueEvents,
   QueueWorker,
   QueueWorkerOptions,
   ResultOptions,
@@ -58,6 +62,7 @@ export class QueueService<D, R = unknown> implements Queue<D, R>, Service {
   readonly #workers = new Set<QueueWorker>();
   readonly #dead: DeadLetterContext;
   readonly #results: ResultStore | undefined;
+  readonly #listeners = new Set<QueueEvents>();
   #started = false;
 
   constructor(
@@ -153,6 +158,7 @@ export class QueueService<D, R = unknown> implements Queue<D, R>, Service {
         defaults: this.#q.defaults,
         log: this.#log,
         results: this.#results,
+        emit: (event) => emit(this.#connection.nc, this.#q.names, event, this.#log),
         createWorker: (o) =>
           this.#streams.createWorker<Uint8Array>({
             ...o,
@@ -225,6 +231,15 @@ export class QueueService<D, R = unknown> implements Queue<D, R>, Service {
     await resumeQueue(this.#streams.jsm, this.#q.names);
   }
 
+  events(listener: (event: QueueEvent) => void, options?: EventsOptions): QueueEvents {
+    this.#plan();
+    const sub = listen(this.#connection.nc, this.#q.names, listener, options, this.#log, () =>
+      this.#listeners.delete(sub),
+    );
+    this.#listeners.add(sub);
+    return sub;
+  }
+
   paused(): Promise<{ readonly paused: boolean; readonly until: Date | undefined }> {
     this.#plan();
     return pausedState(this.#streams.jsm, this.#q.names);
@@ -241,6 +256,7 @@ export class QueueService<D, R = unknown> implements Queue<D, R>, Service {
   }
 
   async stop(): Promise<void> {
+    for (const l of [...this.#listeners]) l.close();
     const settled = await Promise.allSettled([...this.#workers].map((w) => w.stop()));
     this.#workers.clear();
     const errors = settled.flatMap((r) => (r.status === 'rejected' ? [r.reason] : []));

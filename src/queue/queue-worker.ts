@@ -2,7 +2,7 @@ import type { JsMsg } from '@nats-io/jetstream';
 import type { Logger } from 'pino';
 import { checkOptionsObject, describeValue, knownKeys, positiveInt } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
-import type { Codec } from '../kv/codec.js';
+import { assertJsonSafe, type Codec } from '../kv/codec.js';
 import { type StandardSchemaV1, validate } from '../schema/standard-schema.js';
 import type { Job, Worker } from '../stream/worker-types.js';
 import { backoffDelay, checkBackoff, type JobDefaults, MAX_ATTEMPTS } from './add-options.js';
@@ -20,6 +20,7 @@ import type {
   Backoff,
   DeadReason,
   JobHandler,
+  QueueEvent,
   QueueJob,
   QueueWorker,
   QueueWorkerOptions,
@@ -53,6 +54,8 @@ export interface QueueWorkerContext<D> {
   readonly log: Logger;
   /** Where outcomes are stored, when the queue keeps them. */
   readonly results: ResultStore | undefined;
+  /** Publishes an event (at most once). */
+  emit(event: QueueEvent): void;
   /** Creates the stream worker (StreamService.createWorker with the queue's consumer). */
   createWorker(o: {
     handler: (job: Job<Uint8Array>, signal: AbortSignal) => Promise<void>;
@@ -128,6 +131,7 @@ export async function startQueueWorker<D, R>(
     });
     stats.dead++;
     ctx.log.warn({ id, reason, err, deliveries: job.deliveryCount }, 'job dead-lettered');
+    ctx.emit({ type: 'dead', id, reason, ...describeFailure(err), at: new Date() });
     // The dead letter is what counts; a waiter that misses this outcome times out as pending.
     await ctx.results
       ?.dead(id, reason, describeFailure(err).error)
@@ -159,6 +163,11 @@ export async function startQueueWorker<D, R>(
       ),
       addedAt: dateHeader(job, H.addedAt),
       runAt: dateHeader(job, H.runAt),
+      progress: async (value) => {
+        assertJsonSafe(value); // INVALID_VALUE before anything is sent
+        ctx.emit({ type: 'progress', id, attempt: job.deliveryCount, value, at: new Date() });
+        await ctx.results?.progress(id, value);
+      },
     };
     jobs.set(job.msg, qjob);
     stats.running++;
@@ -205,9 +214,25 @@ export async function startQueueWorker<D, R>(
         .catch((e: unknown) => ctx.log.warn({ err: e, id }, 'job result not stored'));
     }
     stats.completed++;
+    ctx.emit({ type: 'completed', id, attempt: job.deliveryCount, at: new Date() });
   };
 
+  /** The delay before the next attempt, announced in a `failed` event. */
   const retryDelayMs = (failures: number, job: Job<Uint8Array>, err: unknown): number => {
+    const ms = nextDelay(failures, job, err);
+    const id = jobs.get(job.msg)?.id ?? job.subject.slice(job.subject.lastIndexOf('.') + 1);
+    ctx.emit({
+      type: 'failed',
+      id,
+      attempt: failures,
+      ...describeFailure(err),
+      retryInMs: ms,
+      at: new Date(),
+    });
+    return ms;
+  };
+
+  const nextDelay = (failures: number, job: Job<Uint8Array>, err: unknown): number => {
     const byJob = backoffDelay(jobPolicy(job, ctx.defaults).backoff, failures);
     const qjob = jobs.get(job.msg);
     if (!options.backoff || !qjob) return byJob;

@@ -117,6 +117,21 @@ export class ResultStore {
     });
   }
 
+  /** Stores a job's latest progress (`progress.<id>`, with the outcomes' TTL and size bound). */
+  async progress(id: string, value: unknown): Promise<void> {
+    await this.#b.put(`progress.${id}`, {
+      state: 'progress',
+      value,
+      at: new Date().toISOString(),
+    } as never);
+  }
+
+  /** The job's latest progress, or undefined. */
+  async getProgress(id: string): Promise<unknown> {
+    const p = (await this.#b.get(`progress.${id}`)) as { value?: unknown } | null;
+    return p?.value;
+  }
+
   /** Forgets a job's outcome (it is redriven: its old outcome no longer holds). */
   async forget(id: string): Promise<void> {
     await this.#b.delete(id);

@@ -1,5 +1,29 @@
 import type { Codec } from '../kv/codec.js';
 import type { StandardSchemaV1 } from '../schema/standard-schema.js';
+import type {
+  AttemptRecord,
+  DeadReason,
+  EventsOptions,
+  JobInfo,
+  JobOutcome,
+  QueueEvent,
+  QueueEvents,
+  QueueResultOptions,
+  ResultOptions,
+} from './outcome-types.js';
+
+export type {
+  AttemptRecord,
+  DeadReason,
+  EventsOptions,
+  JobInfo,
+  JobOutcome,
+  JobState,
+  QueueEvent,
+  QueueEvents,
+  QueueResultOptions,
+  ResultOptions,
+} from './outcome-types.js';
 
 /**
  * How long a failed job waits before its next attempt: a fixed delay, or a delay that doubles
@@ -34,45 +58,6 @@ export interface QueueOptions<D> {
    */
   readonly results?: boolean | QueueResultOptions;
 }
-
-/** How a queue stores its results. */
-export interface QueueResultOptions {
-  /** How long an outcome is kept. @defaultValue 3600000 (one hour) */
-  readonly ttlMs?: number;
-  /**
-   * The largest stored outcome in bytes; a larger result is stored as an error instead.
-   * @defaultValue 65536
-   */
-  readonly maxBytes?: number;
-}
-
-/** Options of {@link Queue.result}. */
-export interface ResultOptions {
-  /** How long to wait for an outcome; 0 reads it once. @defaultValue 30000 */
-  readonly timeoutMs?: number;
-  readonly signal?: AbortSignal;
-}
-
-/** A job's outcome: completed with the handler's value, dead, or not known (yet). */
-export type JobOutcome<R> =
-  | {
-      readonly state: 'completed';
-      readonly id: string;
-      readonly value: R;
-      readonly attempt: number;
-      readonly at: Date;
-      /** Set when the value could not be stored (too large, not encodable): `value` is null. */
-      readonly error?: string;
-    }
-  | {
-      readonly state: 'dead';
-      readonly id: string;
-      readonly reason: DeadReason;
-      readonly error: string;
-      readonly at: Date;
-    }
-  /** Not finished, not added, or its outcome expired. */
-  | { readonly state: 'pending'; readonly id: string };
 
 /** Options of one {@link Queue.add}. */
 export interface AddOptions {
@@ -126,6 +111,11 @@ export interface QueueJob<D> {
   readonly addedAt: Date | undefined;
   /** When a delayed job was due. */
   readonly runAt: Date | undefined;
+  /**
+   * Reports progress (a JSON value): a `progress` event, and, on a queue with `results`, stored
+   * for {@link Queue.getJob} (the latest value).
+   */
+  progress(value: unknown): Promise<void>;
 }
 
 /** Runs one job; resolve (with the job's result) to complete it, throw to fail this attempt. */
@@ -171,17 +161,6 @@ export interface QueueWorker extends AsyncDisposable {
   stop(): Promise<{ finished: number; naked: number }>;
 }
 
-/** Why a job is dead. */
-export type DeadReason = 'failed' | 'unrecoverable' | 'undecodable' | 'stalled';
-
-/** One failed attempt. */
-export interface AttemptRecord {
-  readonly attempt: number;
-  readonly at: string;
-  readonly error: string;
-  readonly code: string | undefined;
-}
-
 /** A job in the dead letters. */
 export interface DeadJob<D> {
   readonly id: string;
@@ -201,33 +180,6 @@ export interface DeadJob<D> {
   readonly deadAt: Date;
   /** Its sequence in the dead-letter stream. */
   readonly seq: number;
-}
-
-/** Where a job is. */
-export type JobState = 'waiting' | 'active' | 'delayed' | 'completed' | 'dead' | 'unknown';
-
-/** A job looked up by id ({@link Queue.getJob}). */
-export interface JobInfo<D, R> {
-  readonly id: string;
-  /**
-   * `active`: delivered and not finished (running, or waiting out a retry backoff). `completed`
-   * is known only on a queue with `results`; `unknown`: never added, completed without
-   * results, or its outcome expired.
-   */
-  readonly state: JobState;
-  /** The payload, while the job is waiting, active, delayed or dead (undefined if undecodable). */
-  readonly data: D | undefined;
-  readonly headers: Readonly<Record<string, string>>;
-  /** The job's attempts, while it is waiting, active or delayed. */
-  readonly attempts: number | undefined;
-  /** Its failed attempts so far, oldest first. */
-  readonly history: readonly AttemptRecord[];
-  readonly addedAt: Date | undefined;
-  readonly runAt: Date | undefined;
-  /** The last error of a dead job. */
-  readonly error?: string;
-  /** The stored outcome (queues with `results`). */
-  readonly outcome: JobOutcome<R> | undefined;
 }
 
 /** Jobs by state. */
@@ -284,6 +236,11 @@ export interface Queue<D, R = unknown> {
   pause(until?: Date): Promise<void>;
   /** Resumes a paused queue. */
   resume(): Promise<void>;
+  /**
+   * Calls `listener` for the queue's events, from every worker in every process: core NATS
+   * messages, delivered at most once to whoever listens at the time (not stored).
+   */
+  events(listener: (event: QueueEvent) => void, options?: EventsOptions): QueueEvents;
   /** Whether the queue is paused now, and until when. */
   paused(): Promise<{ readonly paused: boolean; readonly until: Date | undefined }>;
 }

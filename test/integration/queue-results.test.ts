@@ -1,5 +1,12 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KVStoreService, NatskitError, queue, ServiceManager } from '../../src/index.js';
+import {
+  KVStoreService,
+  NatskitError,
+  type QueueEvent,
+  queue,
+  ServiceManager,
+} from '../../src/index.js';
 import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
 import { waitForValue, waitUntil } from '../support/wait.js';
 
@@ -13,6 +20,12 @@ const small = queue<{ size: number }, string>({
   results: { maxBytes: 256, ttlMs: 1_000 },
 });
 const none = queue({ name: 'none' });
+const watched = queue<{ fail: boolean }, string>({
+  name: 'watched',
+  results: true,
+  attempts: 2,
+  backoff: { type: 'fixed', delayMs: 50 },
+});
 const looked = queue<{ k: string }, number>({
   name: 'looked',
   results: true,
@@ -28,7 +41,7 @@ describe('queue: results', () => {
     app = await ServiceManager.start({
       ...quiet,
       nats: { servers: server.url },
-      services: [sums, small, none, looked],
+      services: [sums, small, none, looked, watched],
     });
   });
   afterAll(async () => {
@@ -177,5 +190,71 @@ describe('queue: results', () => {
       history: [{ attempt: 1, error: 'always' }],
     });
     expect(await q.counts()).toEqual({ waiting: 0, active: 0, delayed: 1, dead: 1 });
+  });
+
+  it('publishes completed, failed, dead and progress events to another process, and keeps the last progress', async () => {
+    // Another ServiceManager (its own connection) declaring the same queue: a second process.
+    const watcher = queue<{ fail: boolean }, string>({ name: 'watched', results: true });
+    const other = await ServiceManager.start({
+      ...quiet,
+      nats: { servers: server.url },
+      services: [watcher],
+    });
+    try {
+      const seen: QueueEvent[] = [];
+      const onlyP1: QueueEvent[] = [];
+      const sub = other.get(watcher.token).events((e) => {
+        seen.push(e);
+        if (e.type === 'dead') throw new Error('a listener that throws is logged, not fatal');
+      });
+      const byId = other
+        .get(watcher.token)
+        .events((e) => onlyP1.push(e), { id: 'p1', types: ['progress'] });
+      await sub.ready;
+      await byId.ready;
+      const q = app.get(watched.token);
+      let badProgress: unknown;
+      await using w = await q.work(async (job) => {
+        if (job.data.fail) throw new Error('no luck');
+        await job.progress({ pct: 50 });
+        await job.progress({ pct: 100 });
+        badProgress = await job.progress(10n).catch((e: unknown) => e);
+        return 'ok';
+      }, fast);
+      await q.add({ fail: false }, { jobId: 'p1' });
+      await q.add({ fail: true }, { jobId: 'p2' });
+      await waitUntil(() => w.stats.completed === 1 && w.stats.dead === 1, 10_000, 'both finished');
+      await waitUntil(() => seen.length === 5, 5_000, 'five events');
+      const brief = seen.map((e) => `${e.type}:${e.id}`).sort();
+      expect(brief).toEqual(
+        ['completed:p1', 'dead:p2', 'failed:p2', 'progress:p1', 'progress:p1'].sort(),
+      );
+      expect(seen.find((e) => e.type === 'failed')).toMatchObject({
+        attempt: 1,
+        error: 'no luck',
+        retryInMs: 50,
+      });
+      expect(seen.find((e) => e.type === 'dead')).toMatchObject({
+        reason: 'failed',
+        error: 'no luck',
+      });
+      expect(seen.find((e) => e.type === 'completed')?.at).toBeInstanceOf(Date);
+      expect(onlyP1.map((e) => (e.type === 'progress' ? e.value : e.type))).toEqual([
+        { pct: 50 },
+        { pct: 100 },
+      ]);
+      expect(NatskitError.is(badProgress, 'INVALID_VALUE')).toBe(true);
+      expect(await q.getJob('p1')).toMatchObject({ state: 'completed', progress: { pct: 100 } });
+      sub.close();
+      byId[Symbol.dispose]();
+      await q.add({ fail: false }, { jobId: 'p3' });
+      await waitUntil(() => w.stats.completed === 2, 5_000, 'third done');
+      await sleep(200); // an event after close would arrive by now
+      expect(seen).toHaveLength(5);
+      expect(() => q.events(null as never)).toThrow(NatskitError);
+      expect(() => q.events(() => undefined, { types: ['done' as never] })).toThrow(/types/);
+    } finally {
+      await other.stop();
+    }
   });
 });
