@@ -76,17 +76,28 @@ function decoded<D>(codec: Codec<D>, data: Uint8Array): D | undefined {
   }
 }
 
+/** A job's place, before its history is read. */
+type Located<D, R> = Omit<JobInfo<D, R>, 'history' | 'progress'> & {
+  readonly history?: JobInfo<D, R>['history'];
+};
+
 /**
  * Where job `id` is now: ready (waiting, or active once delivered), scheduled, dead, or its
  * stored outcome. `unknown` when none holds it: never added, completed on a queue without
  * results, or its outcome expired. Each place is read in turn, so a job that moves meanwhile
- * may be reported in the state it just left.
+ * may be reported in the state it just left. The history is read after the state (a worker
+ * drops it before storing the outcome), so a job seen completed never shows a stale history.
  */
 export async function getJob<D, R>(ctx: InspectContext<D>, id: string): Promise<JobInfo<D, R>> {
-  const { jsm, names } = ctx;
-  const history = await readHistory(ctx.dead, id);
+  const located = await locate<D, R>(ctx, id);
+  const history = located.history ?? (await readHistory(ctx.dead, id));
   const progress = ctx.results ? await ctx.results.getProgress(id) : undefined;
-  const base = { id, history, outcome: undefined, progress };
+  return { ...located, history, progress };
+}
+
+async function locate<D, R>(ctx: InspectContext<D>, id: string): Promise<Located<D, R>> {
+  const { jsm, names } = ctx;
+  const base = { id, outcome: undefined };
   const fromMsg = (m: StoredMsg) => {
     const attempts = Number(m.header?.get(H.attempts));
     return {

@@ -83,9 +83,7 @@ export class QueueService<D, R = unknown> implements Queue<D, R>, Service {
       publish: (subject, data, o) => streams.publish(subject, data, o),
     };
     this.#results =
-      q.results && kv
-        ? new ResultStore(q.names.queue, kv, () => connection.nc, q.results, q.replicas)
-        : undefined;
+      q.results && kv ? new ResultStore(q.names.queue, kv, q.results, q.replicas) : undefined;
   }
 
   async start(): Promise<void> {

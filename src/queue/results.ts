@@ -1,4 +1,3 @@
-import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { checkOptionsObject, describeValue, knownKeys } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import type { KVStoreService } from '../kv/kv-store-service.js';
@@ -55,27 +54,19 @@ export function checkResults(value: unknown): ResolvedResults | undefined {
 
 /**
  * The results of one queue: a KV bucket (`queue_<name>_results`) whose key is the job id, each
- * value expiring after `ttlMs`, none larger than `maxBytes`. A waiter subscribes to the key's
- * subject before reading it, so a result stored between the two is not missed.
+ * value expiring after `ttlMs`, none larger than `maxBytes`. A waiter watches the key (a
+ * consumer per wait), so an outcome stored while the wait starts is not missed.
  */
 export class ResultStore {
   readonly bucketName: string;
   readonly #kv: KVStoreService;
-  readonly #nc: () => NatsConnection;
   readonly #o: ResolvedResults;
   readonly #replicas: number;
   #bucket: KvBucket<Stored> | undefined;
 
-  constructor(
-    queue: string,
-    kv: KVStoreService,
-    nc: () => NatsConnection,
-    o: ResolvedResults,
-    replicas: number,
-  ) {
+  constructor(queue: string, kv: KVStoreService, o: ResolvedResults, replicas: number) {
     this.bucketName = `queue_${queue}_results`;
     this.#kv = kv;
-    this.#nc = nc;
     this.#o = o;
     this.#replicas = replicas;
   }
@@ -157,33 +148,31 @@ export class ResultStore {
     }
     options.signal?.throwIfAborted();
     if (timeoutMs === 0) return this.get<R>(id);
-    const sub: Subscription = this.#nc().subscribe(`$KV.${this.bucketName}.${id}`);
     let timer: NodeJS.Timeout | undefined;
     let onAbort: (() => void) | undefined;
-    // Armed before the first read, so an abort during it is not missed.
+    // Armed before the watch starts, so an abort while it starts is not missed.
     const stop = new Promise<JobOutcome<R>>((resolve, reject) => {
       timer = setTimeout(() => resolve({ state: 'pending', id }), timeoutMs);
       onAbort = () => reject(new NatskitError('ABORTED', `waiting for job ${id} was aborted`));
       options.signal?.addEventListener('abort', onAbort, { once: true });
     });
-    const arrived = (async (): Promise<JobOutcome<R>> => {
-      for await (const m of sub) {
-        if (m.headers?.get('KV-Operation')) continue; // a delete or purge: not an outcome
-        try {
-          return toOutcome<R>(id, m.json<Stored>());
-        } catch {
-          // Not written by a queue (nothing else should write here): keep waiting for one that is.
-        }
+    // A watch of the key (its last value, then updates) misses no outcome stored while it
+    // starts. A subscription plus a read did: the server may answer the read before it has
+    // stored a put sent just before the subscription, and then neither sees it.
+    const watching = this.#b.watch(id, { include: 'last' });
+    const arrived = watching.then(async (w): Promise<JobOutcome<R>> => {
+      for await (const change of w) {
+        if (change.type === 'put') return toOutcome<R>(id, change.value);
       }
       return { state: 'pending', id };
-    })();
+    });
+    arrived.catch(() => undefined); // a failure after the wait ended has nobody to tell
     try {
-      const now = this.get<R>(id).then((o) => (o.state === 'pending' ? arrived : o));
-      return await Promise.race([now, stop]);
+      return await Promise.race([arrived, stop]);
     } finally {
       clearTimeout(timer);
       if (onAbort) options.signal?.removeEventListener('abort', onAbort);
-      sub.unsubscribe();
+      void watching.then((w) => w.stop()).catch(() => undefined);
     }
   }
 }

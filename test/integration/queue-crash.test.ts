@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { queue, ServiceManager } from '../../src/index.js';
 import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
-import { waitUntil } from '../support/wait.js';
+import { waitForValue, waitUntil } from '../support/wait.js';
 
 const quiet = { logger: { level: 'silent' as const } };
 const ACK_WAIT_MS = 2_000;
@@ -66,6 +66,13 @@ describe('queue: a worker process killed mid-job', () => {
     expect(attempts).toEqual([2]);
     // Redelivered by the server once the dead worker's ack wait ran out, not before.
     expect(startedAt - killedAt).toBeGreaterThan(ACK_WAIT_MS - 1_000);
-    expect(await q.counts()).toEqual({ waiting: 0, active: 0, delayed: 0, dead: 0 });
+    const idle = { waiting: 0, active: 0, delayed: 0, dead: 0 };
+    // The ack follows the handler's end by a round trip.
+    await waitForValue(
+      () => q.counts(),
+      (c) => JSON.stringify(c) === JSON.stringify(idle),
+      5_000,
+      'counts settle',
+    );
   });
 });

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NatskitError, queue, ServiceManager, StreamService } from '../../src/index.js';
 import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
-import { waitUntil } from '../support/wait.js';
+import { waitForValue, waitUntil } from '../support/wait.js';
 
 const quiet = { logger: { level: 'silent' as const } };
 const fast = { fetchExpiresMs: 1_000 };
@@ -56,7 +56,12 @@ describe('queue: delayed jobs on the server scheduler (2.15)', () => {
     // Never early (the same machine's clock on both sides), and within a few scheduler ticks.
     expect(sorted[0]).toBeGreaterThanOrEqual(0);
     expect(sorted.at(-1)).toBeLessThan(1_500);
-    expect(await q.counts()).toMatchObject({ delayed: 0, waiting: 0 });
+    await waitForValue(
+      () => q.counts(),
+      (c) => c.delayed === 0 && c.waiting === 0 && c.active === 0,
+      5_000,
+      'counts settle',
+    );
   });
 
   it('runs a job whose run-at is not in the future at once; delayMs 0 is now', async () => {

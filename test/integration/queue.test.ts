@@ -10,7 +10,7 @@ import {
 } from '../../src/index.js';
 import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
 import { testSchema } from '../support/schema.js';
-import { waitUntil } from '../support/wait.js';
+import { waitForValue, waitUntil } from '../support/wait.js';
 
 const quiet = { logger: { level: 'silent' as const } };
 
@@ -80,8 +80,13 @@ describe('queue: producer and round trip', () => {
       runAt: undefined,
     });
     expect(job.addedAt).toBeInstanceOf(Date);
-    await waitUntil(() => _w.stats.completed === 1, 5_000, 'completed');
-    expect(await stored('QUEUE_orders')).toBe(0); // work queue: the acked job is gone
+    // Work queue: the acked job is gone (the ack follows the handler's end by a round trip).
+    await waitForValue(
+      () => stored('QUEUE_orders'),
+      (n) => n === 0,
+      5_000,
+      'acked job removed',
+    );
   });
 
   it('deduplicates a job id within the window: the second add adds nothing', async () => {
