@@ -126,11 +126,11 @@ export class QueueService<D, R = unknown> implements Queue<D, R>, Service {
     };
   }
 
-  add(data: D, options?: AddOptions): Promise<AddedJob> {
+  async add(data: D, options?: AddOptions): Promise<AddedJob> {
     return addOne(this.#plan(), this.#streams, data, options);
   }
 
-  addBulk(jobs: readonly BulkJob<D>[]): Promise<AddedJob[]> {
+  async addBulk(jobs: readonly BulkJob<D>[]): Promise<AddedJob[]> {
     const plan = this.#plan();
     return addBulk(
       plan,
@@ -173,12 +173,12 @@ export class QueueService<D, R = unknown> implements Queue<D, R>, Service {
     return worker;
   }
 
-  deadJobs(): Promise<DeadJob<D>[]> {
+  async deadJobs(): Promise<DeadJob<D>[]> {
     this.#plan();
     return listDead(this.#dead, this.#q.codec);
   }
 
-  redrive(id: string): Promise<boolean> {
+  async redrive(id: string): Promise<boolean> {
     this.#plan();
     checkJobId('id', id);
     // Its dead outcome no longer holds: forgotten before the job is back, so the new outcome
@@ -194,7 +194,7 @@ export class QueueService<D, R = unknown> implements Queue<D, R>, Service {
     return n;
   }
 
-  result(id: string, options?: ResultOptions): Promise<JobOutcome<R>> {
+  async result(id: string, options?: ResultOptions): Promise<JobOutcome<R>> {
     this.#plan();
     checkJobId('id', id);
     if (!this.#results) {
@@ -206,12 +206,12 @@ export class QueueService<D, R = unknown> implements Queue<D, R>, Service {
     return this.#results.wait<R>(id, options);
   }
 
-  counts(): Promise<QueueCounts> {
+  async counts(): Promise<QueueCounts> {
     this.#plan();
     return countJobs(this.#inspect());
   }
 
-  getJob(id: string): Promise<JobInfo<D, R>> {
+  async getJob(id: string): Promise<JobInfo<D, R>> {
     this.#plan();
     checkJobId('id', id);
     return getJob<D, R>(this.#inspect(), id);
@@ -238,7 +238,7 @@ export class QueueService<D, R = unknown> implements Queue<D, R>, Service {
     return sub;
   }
 
-  paused(): Promise<{ readonly paused: boolean; readonly until: Date | undefined }> {
+  async paused(): Promise<{ readonly paused: boolean; readonly until: Date | undefined }> {
     this.#plan();
     return pausedState(this.#streams.jsm, this.#q.names);
   }

@@ -90,7 +90,7 @@ describe('queue: results', () => {
       .catch((e: unknown) => e);
     ac.abort();
     expect(NatskitError.is(await aborted, 'ABORTED')).toBe(true);
-    expect(() => app.get(none.token).result('x')).toThrow(/stores no results/);
+    await expect(app.get(none.token).result('x')).rejects.toThrow(/stores no results/);
   });
 
   it('stores a dead outcome, forgets it on redrive, and bounds the size of a stored result', async () => {
