@@ -117,6 +117,33 @@ export type {
 } from './metrics/metrics.js';
 export { METRICS } from './metrics/metrics.js';
 export { natsModule } from './nats/nats-module.js';
+export type {
+  AddedJob,
+  AddOptions,
+  AttemptRecord,
+  Backoff,
+  BulkJob,
+  DeadJob,
+  DeadReason,
+  EventsOptions,
+  JobHandler,
+  JobInfo,
+  JobOutcome,
+  JobState,
+  Queue,
+  QueueCounts,
+  QueueEvent,
+  QueueEvents,
+  QueueJob,
+  QueueOptions,
+  QueueRegistration,
+  QueueResultOptions,
+  QueueWorker,
+  QueueWorkerOptions,
+  QueueWorkerStats,
+  ResultOptions,
+} from './queue/mod.js';
+export { QUEUE_DEFAULTS, queue, unrecoverable } from './queue/mod.js';
 export type { RetryOptions } from './retry/retry.js';
 export type { StandardSchemaResult, StandardSchemaV1 } from './schema/standard-schema.js';
 export { stateModule } from './state/state-module.js';

@@ -18,6 +18,10 @@ export const FEATURES = Object.freeze({
   subjectSequenceGuard: { apiLevel: 1, server: '2.11' },
   /** Atomic batch publish (ADR-50): all messages stored or none. */
   atomicBatch: { apiLevel: 2, server: '2.12' },
+  /** Consumer pause (`pause_until`): pausing a queue's workers. */
+  consumerPause: { apiLevel: 1, server: '2.11' },
+  /** Message scheduling (ADR-51, `Nats-Schedule: @at`): delayed jobs. */
+  msgSchedules: { apiLevel: 2, server: '2.12' },
   /** Distributed counters. */
   counters: { apiLevel: 2, server: '2.12' },
   /** Fast-ingest batches and batch commit with `eob`. */

@@ -89,6 +89,13 @@ export const ErrorCode = {
    * process, disk full, an I/O error. `details.path` names the file; nothing was half-written.
    */
   STORAGE_FAILED: 'STORAGE_FAILED',
+  /**
+   * Thrown by a job handler (`unrecoverable()`): the job goes to the dead letters at once, with no
+   * attempt left. Also the code of a dead job whose payload could not be decoded or validated.
+   */
+  JOB_UNRECOVERABLE: 'JOB_UNRECOVERABLE',
+  /** `addBulk`: a job id is already in the queue's duplicate window; nothing was added. */
+  JOB_DUPLICATE: 'JOB_DUPLICATE',
   /** The test harness could not start or control a nats-server. */
   TEST_SERVER_FAILED: 'TEST_SERVER_FAILED',
 } as const;

@@ -28,8 +28,11 @@ export interface WorkerOptions<T> {
   readonly ackWaitMs?: number;
   /** Deliveries before a failing job is terminated. @defaultValue 5 */
   readonly maxDeliver?: number;
-  /** Delay of the redelivery after failure n (1-based). @defaultValue 1000 * 2^(n-1), at most 60000 */
-  readonly retryDelayMs?: (deliveryCount: number) => number;
+  /**
+   * Delay of the redelivery after failure n (1-based); `job` and `err` are the failed job and
+   * what the handler threw. @defaultValue 1000 * 2^(n-1), at most 60000
+   */
+  readonly retryDelayMs?: (deliveryCount: number, job: Job<T>, err: unknown) => number;
   /** How often a running job tells the server it is still working. @defaultValue ackWaitMs / 3 */
   readonly heartbeatMs?: number;
   /** How long a stop lets running jobs finish before naking them. @defaultValue 10000 */

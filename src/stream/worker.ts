@@ -251,7 +251,7 @@ export class JobWorker<T> implements Worker<T> {
         let delay = defaultDelay(job.deliveryCount);
         try {
           // User code, run in a catch nobody awaits: a throw here would leave the job unanswered.
-          delay = (this.#o.retryDelayMs ?? defaultDelay)(job.deliveryCount);
+          delay = (this.#o.retryDelayMs ?? defaultDelay)(job.deliveryCount, job, err);
         } catch (thrown) {
           this.#log.error({ err: thrown, seq: job.seq }, 'retryDelayMs threw; default delay');
         }

@@ -43,6 +43,8 @@ describe('NatskitError', () => {
         'TEST_SERVER_FAILED',
         'REQUEST_FAILED',
         'STORAGE_FAILED',
+        'JOB_UNRECOVERABLE',
+        'JOB_DUPLICATE',
       ].sort(),
     );
     for (const [key, value] of Object.entries(ErrorCode)) expect(value).toBe(key);
