@@ -38,6 +38,8 @@ export class KeyLocks {
    * or nobody would ever release the key.
    */
   readonly #ended = new WeakSet<LockOwner>();
+  /** Transactions whose commit was acknowledged: they only have to return, they run no more. */
+  readonly #answered = new Set<LockOwner>();
   /** Owners with reads waiting now, so `end` finds them without scanning every key. */
   readonly #waitingOwners = new Map<LockOwner, number>();
   /** Reads that had to wait for another transaction. */
@@ -58,6 +60,7 @@ export class KeyLocks {
   end(owner: LockOwner): void {
     if (this.#ended.has(owner)) return;
     this.#ended.add(owner);
+    this.#answered.delete(owner);
     this.release(owner);
     if (this.#waitingOwners.has(owner)) {
       for (const ws of [...this.#waiting.values()]) {
@@ -79,9 +82,17 @@ export class KeyLocks {
     return n;
   }
 
-  /** Transactions of this process under way and not waiting for a key. */
+  /**
+   * The commit of `owner` was acknowledged: until it ends it no longer counts as running (a
+   * commit that queued behind its batch must not be held for a transaction that is done).
+   */
+  answered(owner: LockOwner): void {
+    if (!this.#ended.has(owner)) this.#answered.add(owner);
+  }
+
+  /** Transactions of this process under way, not waiting for a key, their commit not answered. */
   get running(): number {
-    return this.#live - this.#blocked;
+    return this.#live - this.#blocked - this.#answered.size;
   }
 
   /** Takes `keys` for `owner` (as far as the rules above allow); resolves once it may read them. */
