@@ -208,6 +208,63 @@ describe('group commit on a real server', () => {
     }
     expect(c.stats).toMatchObject({ batches: 5, alone: 5, grouped: 0 });
   });
+
+  it('a transaction that throws while its read waits for a key leaves nothing locked: the next is not slowed', async () => {
+    const kv = apps[0]?.get(KVStoreService) as KVStoreService;
+    await kv.createBucket('gleak', { storage: 'memory' });
+    const bank = (await kv.bucket<number>('gleak')) as KvBucket<number>;
+    const locks = committer(bank).locks;
+    await bank.put('a', 1);
+    await bank.put('b', 1);
+    const lone = async () => {
+      const t0 = performance.now();
+      await bank.transaction(async (tx) => {
+        const [a, b] = await tx.getMany(['a', 'b']);
+        await tx.put('a', (a ?? 0) + 1);
+        await tx.put('b', (b ?? 0) - 1);
+      });
+      return performance.now() - t0;
+    };
+    await lone();
+    let open!: () => void;
+    const gate = new Promise<void>((r) => {
+      open = r;
+    });
+    let holding!: () => void;
+    const held = new Promise<void>((r) => {
+      holding = r;
+    });
+    const first = bank.transaction(async (tx) => {
+      await tx.getMany(['a', 'b']);
+      holding();
+      await gate;
+      await tx.put('a', 5);
+      await tx.put('b', 5);
+    });
+    await held;
+    let read: Promise<unknown> | undefined;
+    const thrower = bank.transaction(async (tx) => {
+      read = tx.get('a'); // waits for the first transaction's lock on a
+      await Promise.all([read, Promise.reject(new Error('validation failed'))]);
+    });
+    await expect(thrower).rejects.toThrow('validation failed');
+    open();
+    await first;
+    await read; // the abandoned read ran, and took no key
+    expect({ held: locks.held, waiting: locks.waiting }).toEqual({ held: 0, waiting: 0 });
+    const waits = locks.waits;
+    const after = [await lone(), await lone(), await lone()];
+    console.log(
+      `lone two-key transactions after the throw: ${after.map((ms) => ms.toFixed(1))} ms`,
+    );
+    expect(locks.waits).toBe(waits); // none waited for a key
+    expect(Math.max(...after)).toBeLessThan(500); // a leaked lock costs each 1 s
+    expect({ held: locks.held, waiting: locks.waiting, running: locks.running }).toEqual({
+      held: 0,
+      waiting: 0,
+      running: 0,
+    });
+  });
 });
 
 describe('group commit under faults', () => {

@@ -1,7 +1,7 @@
 import { NatskitError } from '../../errors/natskit-error.js';
 import type { BatchAck, BatchMessage } from '../../jetstream/atomic-batch.js';
 import { MAX_BATCH_MESSAGES } from '../../jetstream/atomic-batch.js';
-import { KeyLocks } from './key-locks.js';
+import { KeyLocks, type LockOwner } from './key-locks.js';
 
 /** One transaction's commit: its messages (guards, then writes) and what they expect. */
 export interface GroupMember {
@@ -10,6 +10,8 @@ export interface GroupMember {
   readonly expects: ReadonlyMap<string, number>;
   /** The keys written, in the order of the last `writes.length` messages. */
   readonly writes: readonly string[];
+  /** The transaction committing, if any: once answered it no longer holds a commit back. */
+  readonly owner?: LockOwner;
 }
 
 /** What the committer needs from the bucket. */
@@ -52,12 +54,15 @@ const KNOWN_LIMIT = 100_000;
 
 /**
  * Group commit: concurrent transactions on one bucket share one atomic batch, so the server
- * syncs its store once for all of them. Only what queues behind a commit in flight is grouped:
- * a transaction alone is sent at once and waits for nothing. Members of one group touch disjoint
- * keys, so each member's expectations are exactly those it would carry alone, and the group is
- * stored only if every member's would be. A group the server refuses (one stale member fails the
- * whole batch) is sorted out: members whose expectation is stale fail alone, the rest commit
- * again, as a group or one by one.
+ * syncs its store once for all of them. Commits that queue behind one in flight share the next
+ * batch. A commit about to be sent (alone, or the queue once a batch is answered) is held while
+ * other transactions of this process still run their functions (neither waiting for a key nor
+ * answered), for half a batch round trip and at most `MAX_GROUP_WINDOW_MS`, so they can join;
+ * a transaction alone waits for nothing. Members of one group touch disjoint keys, so each
+ * member's expectations are exactly those it would carry alone, and the group is stored only if
+ * every member's would be. A group the server refuses (one stale member fails the whole batch)
+ * is sorted out: members whose expectation is stale fail alone, the rest commit again, as a
+ * group or one by one.
  */
 export class GroupCommitter {
   readonly stats: GroupCommitStats = {
@@ -282,6 +287,8 @@ export class GroupCommitter {
     });
     if (group.length > 1) this.stats.grouped += group.length;
     else this.stats.alone++;
+    // The members answered only have to return now: the next group is not held for them.
+    for (const e of group) if (e.member.owner) this.locks.answered(e.member.owner);
     // What queued meanwhile goes now, checked against the revisions just stored.
     this.#pump(sink);
     for (const [i, e] of group.entries()) e.resolve(acks[i] as BatchAck);

@@ -14,6 +14,7 @@ import { subjectOf } from '../names.js';
 import type { Tx, TxIsolation, TxOptions, TxResult } from '../types.js';
 import { Attempt, type Write } from './attempt.js';
 import type { TxBackend } from './backend.js';
+import type { LockOwner } from './key-locks.js';
 
 /** The header that marks every message of one commit with the transaction's id. */
 const TX_HEADER = 'Natskit-Tx';
@@ -55,7 +56,7 @@ export async function runTransaction<T, R>(
         }
         await tx.settle(); // every operation the function started; a failed write aborts, unchanged
         committing = true;
-        const revisions = await commit(b, tx, isolation);
+        const revisions = await commit(b, tx, isolation, owner);
         return { value, attempts: attempt, revisions };
       } catch (err) {
         if (!NatskitError.is(err, 'KV_REVISION_CONFLICT') || !committing) throw err;
@@ -108,6 +109,7 @@ async function commit<T>(
   b: TxBackend<T>,
   tx: Attempt<T>,
   isolation: TxIsolation,
+  owner: LockOwner,
 ): Promise<Record<string, number>> {
   const writes = [...tx.writes];
   const guards =
@@ -163,7 +165,7 @@ async function commit<T>(
   }
   let firstWrite: number;
   try {
-    const member = { messages, expects, writes: writes.map(([key]) => key) };
+    const member = { messages, expects, writes: writes.map(([key]) => key), owner };
     firstWrite = (await b.commitBatch(member)).firstSeq + guards.length;
   } catch (err) {
     if (NatskitError.is(err, 'NATS_UNAVAILABLE') && err.details?.outcome === 'unknown') {

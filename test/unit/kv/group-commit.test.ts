@@ -91,6 +91,38 @@ describe('group commit (in memory)', () => {
     c.locks.end(lone);
   });
 
+  it('a commit queued behind a batch is not held for the members that batch answered', async () => {
+    const b = new MemoryTxBackend();
+    b.replyDelayMs = 10;
+    const c = new GroupCommitter('mem');
+    const sizes = sinkOf(b);
+    const sentAt: number[] = [];
+    const sink: GroupSink = {
+      ...sizes,
+      publishBatch: (messages) => {
+        sentAt.push(performance.now());
+        return sizes.publishBatch(messages);
+      },
+    };
+    await c.submit(member(b, { warm: 0 }), sink); // a batch round trip of about 10 ms
+    // Two transactions, as runTransaction runs them: each ends once its commit is answered.
+    const run = (key: string) => {
+      const owner = c.locks.owner();
+      return c.submit({ ...member(b, { [key]: 0 }), owner }, sink).then(() => c.locks.end(owner));
+    };
+    let sentWhenAAnswered = 0;
+    const a = run('a').then(() => {
+      sentWhenAAnswered = sentAt.length;
+    }); // sent at once
+    const queued = run('b'); // queued behind a; nobody else runs a function
+    await Promise.all([a, queued]);
+    const gap = (sentAt[2] as number) - (sentAt[1] as number);
+    console.log(`b sent ${gap.toFixed(1)} ms after a (10 ms round trip)`);
+    // b went as a was answered, not a grouping window later: a no longer runs its function.
+    expect(sentWhenAAnswered).toBe(3);
+    expect(sizes.sizes).toEqual([1, 1, 1]);
+  });
+
   it('members that share a key never share a batch', async () => {
     const b = new MemoryTxBackend();
     b.replyDelayMs = 5;
