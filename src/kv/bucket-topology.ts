@@ -165,6 +165,8 @@ const REFUSED: Readonly<Record<number, (c: CreateAsked) => string>> = {
   10031: () => 'mirror',
   /** "stream mirrors can not contain subjects" and other mirror rules. */
   10034: () => 'mirror',
+  /** "replicas > 1 not supported in non-clustered mode": a single server. */
+  10074: () => 'replicas',
   /** "stream configuration invalid". */
   10052: (c) => (c.mirror ? 'mirror' : c.sources ? 'sources' : ''),
 };

@@ -2,6 +2,7 @@ import type { JetStreamManager, StreamConfig, StreamInfo } from '@nats-io/jetstr
 import type { Logger } from 'pino';
 import { checkKnownKeys, knownKeys } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import { checkOneOf } from '../jetstream/config-errors.js';
 
 /** One field where the stored stream config differs from the one asked for. */
 export interface ConfigDifference {
@@ -59,6 +60,24 @@ const STREAM_CONFIG_KEYS = knownKeys<StreamConfig>({
   subject_transform: true,
   subjects: true,
 });
+
+/** The values of the enumerated fields (@nats-io/jetstream's RetentionPolicy, StorageType...). */
+const ENUMS = {
+  retention: ['limits', 'interest', 'workqueue'],
+  storage: ['file', 'memory'],
+  discard: ['old', 'new'],
+} as const;
+
+/** Each enumerated field absent or one of its values: the server's "invalid JSON" names neither. */
+function checkStreamEnums(config: Partial<StreamConfig> & { readonly name: string }): void {
+  for (const [field, allowed] of Object.entries(ENUMS)) {
+    checkOneOf(
+      `ensureStream ${config.name} config.${field}`,
+      (config as Record<string, unknown>)[field],
+      allowed,
+    );
+  }
+}
 
 /** Fields the server will not change on an existing stream, or only one way. */
 const IMMUTABLE: Record<string, string> = {
@@ -168,6 +187,7 @@ export async function ensureStreamConfig(
   ctx: EnsureContext,
 ): Promise<EnsureStreamResult> {
   checkKnownKeys(`ensureStream ${config.name} config `, config, STREAM_CONFIG_KEYS);
+  checkStreamEnums(config);
   let info = await ctx.info(config.name);
   let action: EnsureStreamResult['action'] = 'unchanged';
   if (!info) {
