@@ -140,6 +140,10 @@ export class StreamService implements Service {
    * silently ignored (older servers do) fails with `CAPABILITY_MISSING`. Safe to call
    * concurrently from several processes.
    *
+   * Durations (`max_age`, `duplicate_window`) are nanoseconds, as the server takes them: use
+   * `nanos(ms)` from @nats-io/transport-node. A value between 0 and one second is refused as a
+   * units mistake (a week in milliseconds is 0.6 s in nanoseconds).
+   *
    * @throws NatskitError `INVALID_OPTIONS` (a name with `.`, `*`, `>`, a separator or a space; an
    * unknown field; `retention`, `storage` or `discard` not one of its values, the closest named;
    * a config the server refuses, with `details.apiCode` and the server's text), and

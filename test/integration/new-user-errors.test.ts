@@ -1,5 +1,5 @@
 import { jetstreamManager } from '@nats-io/jetstream';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { connect, type NatsConnection, nanos } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KVStoreService, NatskitError, ServiceManager, StreamService } from '../../src/index.js';
 import { type NatsServerHandle, startNatsServer } from '../../src/testing/index.js';
@@ -121,5 +121,40 @@ describe('errors a new user meets are NatskitErrors', () => {
     );
     expect(stream.code).toBe('INVALID_OPTIONS');
     expect(stream.details).toMatchObject({ field: 'num_replicas', apiCode: 10074 });
+  });
+
+  it('max_age and duplicate_window below one second are refused as a units mistake, naming nanos()', async () => {
+    const week = 7 * 24 * 3600 * 1000;
+    const err = await failure(
+      streams.ensureStream({ name: 'C', subjects: ['c.>'], max_age: week }),
+    );
+    expect(err.code).toBe('INVALID_OPTIONS');
+    expect(err.details).toMatchObject({
+      field: 'ensureStream C config.max_age',
+      unit: 'nanoseconds',
+    });
+    expect(err.message).toContain('nanos(ms)');
+    // 50 ms in ns: the server's own refusal (10052, "max age needs to be >= 100ms") never comes.
+    const small = await failure(
+      streams.ensureStream({ name: 'C', subjects: ['c.>'], duplicate_window: 50_000_000 }),
+    );
+    expect(small.details?.field).toBe('ensureStream C config.duplicate_window');
+    expect(await streamNames()).not.toContain('C');
+    const ok = await streams.ensureStream({ name: 'C', subjects: ['c.>'], max_age: nanos(week) });
+    expect(ok.info.config.max_age).toBe(nanos(week));
+  });
+
+  it('a config the server refuses as invalid (10052) is INVALID_OPTIONS with its text', async () => {
+    const err = await failure(
+      streams.ensureStream({
+        name: 'DUPS',
+        subjects: ['dups.>'],
+        max_age: nanos(2_000),
+        duplicate_window: nanos(5_000),
+      }),
+    );
+    expect(err.code).toBe('INVALID_OPTIONS');
+    expect(err.details?.apiCode).toBe(10052);
+    expect(String(err.details?.description)).toContain('duplicates window');
   });
 });
