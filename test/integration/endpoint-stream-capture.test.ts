@@ -60,6 +60,32 @@ describe('an endpoint subject a stream captures', () => {
     }
   });
 
+  it('a wildcard endpoint subject is caught by a stream over all of it or part of it', async () => {
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: 'WIDE', subjects: ['wide.>'] });
+    await jsm.streams.add({ name: 'NARROW', subjects: ['narrow.a.get'] });
+    try {
+      for (const [subject, stream] of [
+        ['wide.*.get', 'WIDE'],
+        ['narrow.*.get', 'NARROW'],
+      ] as const) {
+        const api = endpoints({
+          name: 'wild',
+          version: '1.0.0',
+          endpoints: () => ({ get: endpoint({ subject, handler: () => 1 }) }),
+        });
+        const err = await failure(
+          ServiceManager.start({ ...quiet, nats: { servers: server.url }, services: [api] }),
+        );
+        expect(err.code).toBe('INVALID_OPTIONS');
+        expect(err.details).toMatchObject({ subject, streams: [stream] });
+      }
+    } finally {
+      await jsm.streams.delete('WIDE');
+      await jsm.streams.delete('NARROW');
+    }
+  });
+
   it('starts when no stream captures the subject', async () => {
     const jsm = await jetstreamManager(nc);
     await jsm.streams.add({ name: 'OTHER', subjects: ['audit.>'] });
