@@ -6,6 +6,7 @@ import {
 } from '@nats-io/jetstream';
 import { checkKnownKeys } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import { configRefusal } from '../jetstream/config-errors.js';
 import { streamOf, subjectOf } from './names.js';
 
 /**
@@ -178,13 +179,15 @@ interface CreateAsked {
 }
 
 /**
- * A create the server refused: its config, as `INVALID_OPTIONS` naming the field (a placement no
- * server matches, say); other errors come back unchanged.
+ * A create the server refused: its config, as `INVALID_OPTIONS` naming the bucket field (a
+ * placement no server matches, say); another refusal as the stream config mapping has it (a
+ * stream of the user's over the bucket's `$KV.<bucket>.>`: `STREAM_CONFIG_CONFLICT`); other
+ * errors come back unchanged.
  */
 export function createError(bucket: string, asked: CreateAsked, err: unknown): unknown {
   if (!(err instanceof JetStreamApiError)) return err;
   const field = REFUSED[err.code]?.(asked);
-  if (field === undefined) return err;
+  if (field === undefined) return configRefusal(err, `createBucket ${bucket}`, { bucket });
   return new NatskitError(
     'INVALID_OPTIONS',
     `bucket config${field ? ` ${field}` : ''} refused by the server for bucket ${bucket}: ${err.message}`,

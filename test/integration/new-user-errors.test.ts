@@ -123,6 +123,13 @@ describe('errors a new user meets are NatskitErrors', () => {
     expect(stream.details).toMatchObject({ field: 'num_replicas', apiCode: 10074 });
   });
 
+  it("a bucket whose subjects a user's stream already takes is STREAM_CONFIG_CONFLICT", async () => {
+    await streams.ensureStream({ name: 'TAKES_KV', subjects: ['$KV.taken.>'] });
+    const err = await failure(app.get(KVStoreService).createBucket('taken'));
+    expect(err.code).toBe('STREAM_CONFIG_CONFLICT');
+    expect(err.details).toMatchObject({ bucket: 'taken', apiCode: 10065 });
+  });
+
   it('max_age and duplicate_window below one second are refused as a units mistake, naming nanos()', async () => {
     const week = 7 * 24 * 3600 * 1000;
     const err = await failure(
