@@ -9,18 +9,32 @@ import {
 import type { Logger } from 'pino';
 import { NatskitError } from '../errors/natskit-error.js';
 import { describeThrown } from '../errors/thrown.js';
-import { type ResolvedConnectionOptions, redactUrl } from './options.js';
+import { hasCredentials, type ResolvedConnectionOptions, redactUrl } from './options.js';
 
-/** The natskit error of one failed connect attempt; never carries the credentials. */
-function connectFailure(err: unknown, servers: string, attempt: number): NatskitError {
+/**
+ * The natskit error of one failed connect attempt; never carries the credentials. `credentials`:
+ * whether any were given, so that an auth server met with none says so rather than "refused".
+ */
+function connectFailure(
+  err: unknown,
+  servers: string,
+  attempt: number,
+  credentials: boolean,
+): NatskitError {
   const auth = err instanceof AuthorizationError || err instanceof UserAuthenticationExpiredError;
   const reason = describeThrown(err);
+  const refused = credentials
+    ? `refused the credentials (${err instanceof Error ? err.name : 'error'})`
+    : 'requires credentials and none were given (nats.user/password, token, nkeySeed, credsFile or user:password@ in the URL)';
   return new NatskitError(
     auth ? 'AUTH_FAILED' : 'CONNECTION_FAILED',
     auth
-      ? `the NATS server at ${servers} refused the credentials (${err instanceof Error ? err.name : 'error'})`
+      ? `the NATS server at ${servers} ${refused}`
       : `could not connect to NATS at ${servers}: ${redactUrl(reason)}${attempt > 1 ? ` (${attempt} attempts)` : ''}`,
-    { cause: err, details: { attempts: attempt } },
+    {
+      cause: err,
+      details: { attempts: attempt, ...(auth ? { credentialsGiven: credentials } : {}) },
+    },
   );
 }
 
@@ -92,7 +106,7 @@ export async function firstConnect(
           )
         );
       }
-      const failure = connectFailure(err, servers, attempt);
+      const failure = connectFailure(err, servers, attempt, hasCredentials(o));
       last = failure;
       if (failure.code === 'AUTH_FAILED' || !o.waitForFirstConnect || signal.aborted) throw failure;
       if (attempt === 1 || attempt % 10 === 0) {

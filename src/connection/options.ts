@@ -16,6 +16,7 @@ import {
 import { NatskitError } from '../errors/natskit-error.js';
 import { createToken, type Token } from '../lifecycle/service.js';
 import { checkDeadLinkTimeout, DEAD_LINK_TIMEOUT_MS } from './link-watch.js';
+import { isServerUrl, NOT_A_SERVER_URL } from './server-url.js';
 import { splitUrlCredentials } from './url-credentials.js';
 
 /** TLS settings of a connection (file paths, PEM). */
@@ -184,6 +185,10 @@ const CLIENT_NAMES: Readonly<Record<string, string>> = {
 
 const AUTH_FIELDS = ['token', 'user', 'password', 'nkeySeed', 'nkeySeedFile', 'credsFile'] as const;
 
+/** Whether any credentials are given (in a field or, once resolved, in a server URL). */
+export const hasCredentials = (o: ConnectionOptions): boolean =>
+  AUTH_FIELDS.some((f) => o[f] !== undefined);
+
 /** Connection options with the defaults applied. */
 export type ResolvedConnectionOptions = ConnectionOptions & typeof CONNECTION_DEFAULTS;
 
@@ -298,6 +303,10 @@ export function resolveConnectionOptions(
   const fromUrls = splitUrlCredentials(
     (servers ?? CONNECTION_DEFAULTS.servers).map((s) => s.trim()),
   );
+  // Shown redacted, though its credentials are already taken out.
+  const bad = fromUrls.servers.find((url) => !isServerUrl(url));
+  if (bad !== undefined)
+    throw invalid('servers', `has ${describeValue(redactUrl(bad))}, ${NOT_A_SERVER_URL}`);
   if (fromUrls.credentials) {
     const explicit = AUTH_FIELDS.find((f) => options[f] !== undefined);
     // No precedence to learn: credentials are given in one place.

@@ -58,7 +58,8 @@ export interface EndpointClient<Req, Res> {
    * `details.timedOut`: the request may have run; the connection closed), `ABORTED`,
    * `INVALID_VALUE` (data that is not JSON), `VALUE_TOO_LARGE` (over the server's max_payload),
    * `DECODE_FAILED` (a reply that is not JSON), `VALIDATION_FAILED` (a reply that fails the schema),
-   * `AUTH_FAILED` (no permission to publish to the subject), `INVALID_OPTIONS` (a header name
+   * `AUTH_FAILED` (no permission to publish to the subject), `PUBLISH_FAILED` (a stream captured
+   * the request and answered with its publish ack: `details.stream`, `details.seq`), `INVALID_OPTIONS` (a header name
    * with a space, `:` or a non-ASCII character, a value with CR/LF; nothing was sent).
    */
   request(data: Req, options?: EndpointCallOptions): Promise<Res>;
@@ -115,14 +116,25 @@ export function endpointClient<Req = unknown, Res = unknown>(
       });
     }
     if (m.data.length === 0) return undefined;
+    let reply: unknown;
     try {
-      return JSON.parse(decoder.decode(m.data));
+      reply = JSON.parse(decoder.decode(m.data));
     } catch (err) {
       throw new NatskitError('DECODE_FAILED', `the reply from ${subject} is not JSON`, {
         cause: err,
         details: { subject, bytes: m.data.length },
       });
     }
+    if (m.headers === undefined && isPublishAck(reply)) {
+      throw new NatskitError(
+        'PUBLISH_FAILED',
+        `request to ${subject}: stream ${reply.stream} captured the request (stored as sequence ${reply.seq}) ` +
+          "and answered with its publish ack, so the endpoint's reply was lost (the endpoint may have run; not retried). " +
+          "Keep endpoint subjects out of every stream's subjects",
+        { details: { subject, stream: reply.stream, seq: reply.seq } },
+      );
+    }
+    return reply;
   };
   return {
     subject,
@@ -166,6 +178,23 @@ export function endpointClient<Req = unknown, Res = unknown>(
         : (reply as Res);
     },
   };
+}
+
+const ACK_KEYS = new Set(['stream', 'seq', 'domain', 'duplicate']);
+
+/**
+ * A JetStream publish ack: `stream` and `seq`, optionally `domain` and `duplicate`, nothing
+ * else. Sent with no headers, unlike a service error; an endpoint replying exactly this shape is
+ * taken for one (the price of telling the caller its request went to a stream).
+ */
+function isPublishAck(v: unknown): v is { stream: string; seq: number } {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const o = v as Record<string, unknown>;
+  return (
+    typeof o.stream === 'string' &&
+    typeof o.seq === 'number' &&
+    Object.keys(o).every((k) => ACK_KEYS.has(k))
+  );
 }
 
 /** `err`, or the error a RequestError wraps, is an `E`. */

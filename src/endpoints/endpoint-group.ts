@@ -51,6 +51,12 @@ interface Running {
 const decoder = new TextDecoder();
 
 /**
+ * The streams that capture a subject, or `undefined` when JetStream did not say (no answer in
+ * time): the start then goes on, as it cannot tell.
+ */
+export type StreamsOf = (subject: string) => Promise<readonly string[] | undefined>;
+
+/**
  * The endpoints of one service instance on the NATS service protocol. Started after the services
  * it injects and stopped before them; on stop it takes no new request (its subscriptions are
  * drained, so what the server already sent is still handled), lets the accepted ones finish
@@ -66,6 +72,7 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
   readonly #o: EndpointServiceOptions<readonly never[]>;
   readonly #services: readonly unknown[];
   readonly #metrics: Metrics;
+  readonly #streamsOf: StreamsOf;
   readonly #abort = new AbortController();
   #endpoints: Running[] = [];
   #control: Subscription[] = [];
@@ -78,8 +85,10 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
     options: EndpointServiceOptions<readonly never[]>,
     services: readonly unknown[],
     metrics: Metrics = NO_METRICS,
+    streamsOf: StreamsOf = async () => [],
   ) {
     this.#nc = nc;
+    this.#streamsOf = streamsOf;
     this.#metrics = metrics;
     this.#o = options;
     this.#services = services;
@@ -146,6 +155,7 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
       lastError: undefined,
       metrics: this.#metrics.enabled ? this.#metrics.endpoint(this.name, name) : undefined,
     }));
+    await this.#checkNoStreamCaptures();
     for (const e of this.#endpoints) {
       e.sub = nc.subscribe(e.subject, {
         queue: e.queue,
@@ -189,6 +199,42 @@ export class EndpointGroup implements Service, EndpointGroupHandle {
       { id: this.#id, endpoints: this.#endpoints.map((e) => e.subject) },
       'endpoints listening',
     );
+  }
+
+  /**
+   * A stream whose subjects take in an endpoint's subject stores every request and answers it
+   * with a publish ack, which reaches the caller before the handler's reply: every call would
+   * "succeed" with `{ stream, seq }`. Asked once per endpoint subject before anything listens
+   * (not the `$SRV` control subjects: a stream over those would be no accident of the endpoint).
+   */
+  async #checkNoStreamCaptures(): Promise<void> {
+    const asked = await Promise.all(
+      this.#endpoints.map(async (e) => ({ e, streams: await this.#streamsOf(e.subject) })),
+    );
+    for (const { e, streams } of asked) {
+      if (streams === undefined) {
+        this.#log.warn(
+          { endpoint: e.name, subject: e.subject },
+          'JetStream did not say within 1 s whether a stream captures the endpoint subject; not checked',
+        );
+        continue;
+      }
+      if (streams.length === 0) continue;
+      throw new NatskitError(
+        'INVALID_OPTIONS',
+        `endpoints ${this.name}: endpoint ${e.name} listens on ${e.subject}, which stream ${streams.join(', ')} captures: ` +
+          'the stream would store each request and answer it with a publish ack before the handler replies. ' +
+          "Move the endpoint's subject out of the stream's subjects",
+        {
+          details: {
+            field: `endpoints.${e.name}.subject`,
+            endpoint: e.name,
+            subject: e.subject,
+            streams,
+          },
+        },
+      );
+    }
   }
 
   /** A request delivered to this instance: run it, queue it, or say 503 when full. */

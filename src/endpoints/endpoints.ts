@@ -1,5 +1,7 @@
+import { jetstreamManager } from '@nats-io/jetstream';
 import { ConnectionService } from '../connection/connection-service.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import { capturingStreams } from '../jetstream/capturing-streams.js';
 import { createToken, type ServiceRegistration, type ServiceToken } from '../lifecycle/service.js';
 import { LOGGER } from '../lifecycle/tokens.js';
 import { METRICS } from '../metrics/metrics.js';
@@ -54,6 +56,16 @@ export function endpoints<const I extends readonly ServiceToken[] = readonly []>
         options as unknown as EndpointServiceOptions<readonly never[]>,
         inject.map((t) => ctx.get(t as symbol)),
         ctx.get(METRICS),
+        async (subject) => {
+          // Only with JetStream: without it no stream can capture a request.
+          if (!connection.capabilities.jetstream) return [];
+          const jsm = await jetstreamManager(connection.nc, {
+            checkAPI: false,
+            timeout: connection.requestTimeoutMs,
+            apiPrefix: connection.jetstreamApiPrefix,
+          });
+          return capturingStreams(jsm, subject);
+        },
       );
     },
     dependsOn: [ConnectionService, ...inject],

@@ -41,15 +41,25 @@ export const ErrorCode = {
   AUTH_FAILED: 'AUTH_FAILED',
   /** The server lacks a feature; the message names it and the minimum server version. */
   CAPABILITY_MISSING: 'CAPABILITY_MISSING',
-  /** A stream exists with a configuration that cannot be changed to the one asked for. */
+  /**
+   * A stream exists with a configuration that cannot be changed to the one asked for, or the one
+   * asked for clashes with another stream (subjects that overlap: `details.apiCode` 10065).
+   */
   STREAM_CONFIG_CONFLICT: 'STREAM_CONFIG_CONFLICT',
-  /** A durable consumer exists with a configuration that cannot be changed to the one asked for. */
+  /**
+   * A durable consumer exists with a configuration that cannot be changed to the one asked for,
+   * or the stream refuses another like it (a second unfiltered consumer on a workqueue stream:
+   * `details.apiCode` 10099).
+   */
   CONSUMER_CONFIG_CONFLICT: 'CONSUMER_CONFIG_CONFLICT',
   /** The stream does not exist, or no stream captures a published subject (`details.subject`). */
   STREAM_NOT_FOUND: 'STREAM_NOT_FOUND',
   /** A publish expectation (last sequence, last subject sequence, last message id) did not hold. */
   EXPECTATION_FAILED: 'EXPECTATION_FAILED',
-  /** A publish failed for a reason that is not transient; `cause` is the client's error. */
+  /**
+   * A publish failed for a reason that is not transient; `cause` is the client's error. Also an
+   * endpoint request a stream captured (the reply was its publish ack: `details.stream`).
+   */
   PUBLISH_FAILED: 'PUBLISH_FAILED',
   /** NATS stayed unavailable (timeouts, no responders, reconnecting) through every retry. */
   NATS_UNAVAILABLE: 'NATS_UNAVAILABLE',

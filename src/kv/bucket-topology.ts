@@ -6,6 +6,7 @@ import {
 } from '@nats-io/jetstream';
 import { checkKnownKeys } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import { configRefusal } from '../jetstream/config-errors.js';
 import { streamOf, subjectOf } from './names.js';
 
 /**
@@ -165,6 +166,8 @@ const REFUSED: Readonly<Record<number, (c: CreateAsked) => string>> = {
   10031: () => 'mirror',
   /** "stream mirrors can not contain subjects" and other mirror rules. */
   10034: () => 'mirror',
+  /** "replicas > 1 not supported in non-clustered mode": a single server. */
+  10074: () => 'replicas',
   /** "stream configuration invalid". */
   10052: (c) => (c.mirror ? 'mirror' : c.sources ? 'sources' : ''),
 };
@@ -176,13 +179,15 @@ interface CreateAsked {
 }
 
 /**
- * A create the server refused: its config, as `INVALID_OPTIONS` naming the field (a placement no
- * server matches, say); other errors come back unchanged.
+ * A create the server refused: its config, as `INVALID_OPTIONS` naming the bucket field (a
+ * placement no server matches, say); another refusal as the stream config mapping has it (a
+ * stream of the user's over the bucket's `$KV.<bucket>.>`: `STREAM_CONFIG_CONFLICT`); other
+ * errors come back unchanged.
  */
 export function createError(bucket: string, asked: CreateAsked, err: unknown): unknown {
   if (!(err instanceof JetStreamApiError)) return err;
   const field = REFUSED[err.code]?.(asked);
-  if (field === undefined) return err;
+  if (field === undefined) return configRefusal(err, `createBucket ${bucket}`, { bucket });
   return new NatskitError(
     'INVALID_OPTIONS',
     `bucket config${field ? ` ${field}` : ''} refused by the server for bucket ${bucket}: ${err.message}`,

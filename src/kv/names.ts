@@ -36,7 +36,8 @@ const byteLength = (s: string) => Buffer.byteLength(s, 'utf8');
 
 function invalidKey(key: unknown, why: string, bucket?: string): NatskitError {
   return new NatskitError('INVALID_KEY', `invalid key ${preview(key)}: ${why}`, {
-    details: { key: typeof key === 'string' ? preview(key) : key, ...(bucket ? { bucket } : {}) },
+    // The key itself (the message has the quoted, cut preview): a caller compares it.
+    details: { key, ...(bucket ? { bucket } : {}) },
   });
 }
 

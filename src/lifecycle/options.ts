@@ -168,6 +168,13 @@ export function resolveManagerOptions(options: HostOptions): ResolvedManagerOpti
   checkMs('startTimeoutMs', options.startTimeoutMs);
   checkMs('stopTimeoutMs', options.stopTimeoutMs);
   checkMs('shutdownTimeoutMs', options.shutdownTimeoutMs);
+  const health: unknown = options.health;
+  if (
+    health !== undefined &&
+    typeof health !== 'boolean' &&
+    (typeof health !== 'object' || health === null || Array.isArray(health))
+  )
+    throw invalid('health', `must be true, false or an object, got ${describeValue(health)}`);
   if (typeof options.health !== 'boolean')
     checkOptionsObject('options.health', options.health, PROBE_KEYS);
   if (typeof options.health === 'object' && options.health !== null) {

@@ -1,10 +1,15 @@
+import { ConnectionService } from '../connection/connection-service.js';
+import { NatskitError, supersede } from '../errors/natskit-error.js';
+import { KVStoreService } from '../kv/kv-store-service.js';
 import { SERVICE_HOST, ServiceHost } from '../lifecycle/host.js';
 import type {
   CheckRegistrations,
   ScopedRegistration,
   ServiceRegistration,
+  ServiceToken,
   Token,
 } from '../lifecycle/service.js';
+import { StreamService } from '../stream/stream-service.js';
 import { resolveOptions, type ServiceManagerOptions } from './options.js';
 
 /**
@@ -47,7 +52,33 @@ export class ServiceManager extends ServiceHost {
   ): Promise<ServiceManager> {
     return await ServiceHost.launch(resolveOptions(options), (o) => new ServiceManager(o));
   }
+
+  /**
+   * Resolves a service by its token. A NATS built-in that is not registered says how to get it:
+   * the `nats` option registers it.
+   * @throws NatskitError `SERVICE_NOT_FOUND`, `RESOLUTION_FAILED`.
+   */
+  override get<T>(token: ServiceToken<T>): T {
+    try {
+      return super.get(token);
+    } catch (err) {
+      if (!NatskitError.is(err, 'SERVICE_NOT_FOUND') || !NATS_BUILT_INS.has(token)) throw err;
+      throw supersede(
+        err,
+        err.code,
+        `${err.message}: it is registered by the \`nats\` option (ServiceManager.start({ nats: { servers } })) or natsModule()`,
+        { ...(err.service === undefined ? {} : { service: err.service }) },
+      );
+    }
+  }
 }
+
+/** The tokens the `nats` option (the NATS module) registers. */
+const NATS_BUILT_INS: ReadonlySet<unknown> = new Set([
+  ConnectionService,
+  StreamService,
+  KVStoreService,
+]);
 
 /** Token of the ServiceManager itself, for `@inject(SERVICE_MANAGER)`. */
 export const SERVICE_MANAGER = SERVICE_HOST as Token<unknown> as Token<ServiceManager>;

@@ -16,6 +16,7 @@ import {
 } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
 import { ApiCode, isApiError } from '../jetstream/api-errors.js';
+import { checkJetStreamName } from '../jetstream/config-errors.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { sameValue } from './stream-config.js';
 import { JobWorker, type Worker, type WorkerOptions } from './worker.js';
@@ -93,6 +94,9 @@ export async function createWorker<T>(
   options: WorkerOptions<T>,
 ): Promise<Worker<T>> {
   checkOptionsObject('worker', options, WORKER_KEYS);
+  // Before any server call: the client would throw its own InvalidNameError.
+  checkJetStreamName('worker.stream', options.stream);
+  checkJetStreamName('worker.consumer', options.consumer);
   const concurrency = positiveInt('worker.concurrency', options.concurrency, 1);
   if (typeof options.handler !== 'function')
     throw new NatskitError(

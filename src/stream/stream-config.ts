@@ -1,7 +1,8 @@
 import type { JetStreamManager, StreamConfig, StreamInfo } from '@nats-io/jetstream';
 import type { Logger } from 'pino';
-import { checkKnownKeys, knownKeys } from '../config/validate.js';
+import { checkKnownKeys, describeValue, knownKeys } from '../config/validate.js';
 import { NatskitError } from '../errors/natskit-error.js';
+import { checkOneOf } from '../jetstream/config-errors.js';
 
 /** One field where the stored stream config differs from the one asked for. */
 export interface ConfigDifference {
@@ -59,6 +60,52 @@ const STREAM_CONFIG_KEYS = knownKeys<StreamConfig>({
   subject_transform: true,
   subjects: true,
 });
+
+/** The values of the enumerated fields (@nats-io/jetstream's RetentionPolicy, StorageType...). */
+const ENUMS = {
+  retention: ['limits', 'interest', 'workqueue'],
+  storage: ['file', 'memory'],
+  discard: ['old', 'new'],
+} as const;
+
+/** Each enumerated field absent or one of its values: the server's "invalid JSON" names neither. */
+function checkStreamEnums(config: Partial<StreamConfig> & { readonly name: string }): void {
+  for (const [field, allowed] of Object.entries(ENUMS)) {
+    checkOneOf(
+      `ensureStream ${config.name} config.${field}`,
+      (config as Record<string, unknown>)[field],
+      allowed,
+    );
+  }
+}
+
+/** One second in nanoseconds, the unit of a stream config's durations. */
+const SECOND_NS = 1_000_000_000;
+
+/**
+ * `max_age` and `duplicate_window` are nanoseconds (the server's unit, unlike natskit's `...Ms`
+ * options). A value in milliseconds is a million times too short: a week in ms is 0.6 s in ns,
+ * which the server accepts and then expires every message. Below one second is refused (legal
+ * for the server above 100 ms, but almost always that mistake); 0 means "none".
+ */
+function checkStreamDurations(config: Partial<StreamConfig> & { readonly name: string }): void {
+  for (const field of ['max_age', 'duplicate_window'] as const) {
+    const value: unknown = config[field];
+    if (value === undefined || value === 0) continue;
+    if (typeof value === 'number' && Number.isInteger(value) && value >= SECOND_NS) continue;
+    const what = `ensureStream ${config.name} config.${field}`;
+    const hint =
+      typeof value === 'number' && Number.isInteger(value) && value > 0
+        ? ` (${value} ns is ${value / 1e6} ms: milliseconds given as nanoseconds?)`
+        : '';
+    throw new NatskitError(
+      'INVALID_OPTIONS',
+      `${what} is in nanoseconds and must be 0 (none) or at least one second (1e9), got ${describeValue(value)}${hint}; ` +
+        'convert milliseconds with nanos(ms) from @nats-io/transport-node',
+      { details: { field: what, unit: 'nanoseconds' } },
+    );
+  }
+}
 
 /** Fields the server will not change on an existing stream, or only one way. */
 const IMMUTABLE: Record<string, string> = {
@@ -168,6 +215,8 @@ export async function ensureStreamConfig(
   ctx: EnsureContext,
 ): Promise<EnsureStreamResult> {
   checkKnownKeys(`ensureStream ${config.name} config `, config, STREAM_CONFIG_KEYS);
+  checkStreamEnums(config);
+  checkStreamDurations(config);
   let info = await ctx.info(config.name);
   let action: EnsureStreamResult['action'] = 'unchanged';
   if (!info) {

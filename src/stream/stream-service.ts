@@ -15,6 +15,7 @@ import { ConnectionService } from '../connection/connection-service.js';
 import { NatskitAggregateError, NatskitError } from '../errors/natskit-error.js';
 import { describeThrown } from '../errors/thrown.js';
 import { ApiCode, closedError, isApiError, isConnectionClosed } from '../jetstream/api-errors.js';
+import { checkJetStreamName, configRefusal } from '../jetstream/config-errors.js';
 import { msgHeaders } from '../jetstream/headers.js';
 import { storedAttempt } from '../jetstream/lost-ack.js';
 import { noStreamCheck } from '../jetstream/no-stream.js';
@@ -115,12 +116,16 @@ export class StreamService implements Service {
     }
   }
 
-  /** A client error as a natskit error where one applies (a closed connection). */
+  /**
+   * A client error as a natskit error where one applies: a closed connection, or a JetStream
+   * API refusal of the config asked for (`INVALID_OPTIONS`, `STREAM_CONFIG_CONFLICT`,
+   * `CONSUMER_CONFIG_CONFLICT` with `details.apiCode`).
+   */
   #classify(err: unknown, what: string): unknown {
     if (isConnectionClosed(err)) {
       return closedError(what, this.#stopped || this.#connection.stopped, err);
     }
-    return err;
+    return configRefusal(err, what);
   }
 
   #record(err: unknown): void {
@@ -134,14 +139,23 @@ export class StreamService implements Service {
    * listing each. After a create or update the stored config is read back: a field the server
    * silently ignored (older servers do) fails with `CAPABILITY_MISSING`. Safe to call
    * concurrently from several processes.
+   *
+   * Durations (`max_age`, `duplicate_window`) are nanoseconds, as the server takes them: use
+   * `nanos(ms)` from @nats-io/transport-node. A value between 0 and one second is refused as a
+   * units mistake (a week in milliseconds is 0.6 s in nanoseconds).
+   *
+   * @throws NatskitError `INVALID_OPTIONS` (a name with `.`, `*`, `>`, a separator or a space; an
+   * unknown field; `retention`, `storage` or `discard` not one of its values, the closest named;
+   * a config the server refuses, with `details.apiCode` and the server's text), and
+   * `STREAM_CONFIG_CONFLICT` (incompatible with the stored config, or subjects that overlap
+   * another stream's: `details.apiCode` 10065). Nothing is sent when a check before the server
+   * call fails.
    */
   async ensureStream(
     config: Partial<StreamConfig> & { readonly name: string },
   ): Promise<EnsureStreamResult> {
     const jsm = this.jsm;
-    if (typeof config?.name !== 'string' || config.name === '') {
-      throw new NatskitError('INVALID_OPTIONS', 'ensureStream: config.name must be a stream name');
-    }
+    checkJetStreamName('ensureStream config.name', config?.name);
     try {
       return await ensureStreamConfig(jsm, config, {
         info: (name) => this.#info(name),
