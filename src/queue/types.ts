@@ -11,6 +11,7 @@ import type {
   QueueResultOptions,
   ResultOptions,
 } from './outcome-types.js';
+import type { ScheduledJob, ScheduleInfo, ScheduleOptions } from './schedule-types.js';
 
 export type {
   AttemptRecord,
@@ -24,6 +25,7 @@ export type {
   QueueResultOptions,
   ResultOptions,
 } from './outcome-types.js';
+export type { ScheduledJob, ScheduleInfo, ScheduleOptions } from './schedule-types.js';
 
 /**
  * How long a failed job waits before its next attempt: a fixed delay, or a delay that doubles
@@ -111,6 +113,8 @@ export interface QueueJob<D> {
   readonly addedAt: Date | undefined;
   /** When a delayed job was due. */
   readonly runAt: Date | undefined;
+  /** The repeatable schedule that fired this job (its name), {@link Queue.schedule}. */
+  readonly schedule: string | undefined;
   /**
    * Reports progress (a JSON value): a `progress` event, and, on a queue with `results`, stored
    * for {@link Queue.getJob} (the latest value).
@@ -241,6 +245,20 @@ export interface Queue<D, R = unknown> {
    * messages, delivered at most once to whoever listens at the time (not stored).
    */
   events(listener: (event: QueueEvent) => void, options?: EventsOptions): QueueEvents;
+  /**
+   * Creates, or replaces, the repeatable job `name`: the server fires a job every interval or at
+   * a cron expression's times (in a time zone), with no client timer. Idempotent by name across
+   * processes: the same name is one schedule, and the same definition declared again (every
+   * process at start) is left alone. Fired jobs have ids `<name>:<sequence>`.
+   * @throws NatskitError `INVALID_OPTIONS` (a bad name, interval, cron expression or time zone,
+   * also when the server refuses it: nothing is stored), `VALIDATION_FAILED`, `INVALID_VALUE`,
+   * `CAPABILITY_MISSING` before nats-server 2.14 (JetStream API level 4).
+   */
+  schedule(name: string, options: ScheduleOptions<D>): Promise<ScheduledJob>;
+  /** Removes the repeatable job `name`; false when there was none. A firing already stored still runs. */
+  unschedule(name: string): Promise<boolean>;
+  /** The repeatable jobs of the queue, by name. */
+  schedules(): Promise<ScheduleInfo<D>[]>;
   /** Whether the queue is paused now, and until when. */
   paused(): Promise<{ readonly paused: boolean; readonly until: Date | undefined }>;
 }
