@@ -104,14 +104,16 @@ function timeZoneOf(tz: unknown): string {
     throw invalid('options.timeZone', `must be an IANA time zone name, got ${describeValue(tz)}`);
   }
   try {
-    new Intl.DateTimeFormat('en-US', { timeZone: tz });
+    const known = new Intl.DateTimeFormat('en-US', { timeZone: tz }).resolvedOptions().timeZone;
+    // The server loads zones by file name, case-sensitively: 'utc' is sent as 'UTC'. A link
+    // the runtime resolves to another name (Asia/Kolkata -> Asia/Calcutta) keeps the caller's.
+    return known.toLowerCase() === tz.toLowerCase() ? known : tz;
   } catch {
     throw invalid(
       'options.timeZone',
       `is not a time zone this runtime knows: ${describeValue(tz)}`,
     );
   }
-  return tz;
 }
 
 /** What a schedule needs from its queue. */
@@ -194,6 +196,11 @@ async function plan<D>(
   return { subject: ctx.names.schedule(name), data: bytes, headers, digest };
 }
 
+function timeZoneNote(headers: Readonly<Record<string, string>>): string {
+  const tz = headers['Nats-Schedule-Time-Zone'];
+  return tz ? ` in ${tz}` : '';
+}
+
 const REFUSALS: Readonly<Record<number, string>> = {
   [ApiCode.SchedulePatternInvalid]: 'options',
   [ApiCode.ScheduleTimeZoneInvalid]: 'options.timeZone',
@@ -226,7 +233,7 @@ export async function putSchedule<D>(
       if (isApiError(cause, Number(code))) {
         throw new NatskitError(
           'INVALID_OPTIONS',
-          `schedule ${name}: the server refused it: ${(cause as Error).message} (${p.headers['Nats-Schedule']}${options.timeZone ? ` in ${options.timeZone}` : ''})`,
+          `schedule ${name}: the server refused it: ${(cause as Error).message} (${p.headers['Nats-Schedule']}${timeZoneNote(p.headers)})`,
           { cause: err, details: { field, apiCode: Number(code) } },
         );
       }
