@@ -11,7 +11,7 @@ import type { PublishOptions } from '../stream/publish-options.js';
 import { checkAttempts, checkBackoff, type JobDefaults, userHeaders } from './add-options.js';
 import { keptHeaders } from './dead-letters.js';
 import { H, type QueueNames } from './names.js';
-import type { ScheduledJob, ScheduleInfo, ScheduleOptions } from './schedule-types.js';
+import type { ScheduledJob, ScheduleInfo, ScheduleOptions } from './types.js';
 
 const SCHEDULE_KEYS = knownKeys<ScheduleOptions<unknown>>({
   every: true,
