@@ -89,13 +89,13 @@ function dateHeader(job: Job<Uint8Array>, name: string): Date | undefined {
 
 /**
  * A job's id. Every firing of a repeatable schedule lands on the same subject with the same
- * headers, so each gets `<schedule>:<stream sequence>`: its own outcome, history and dead letter
+ * headers, so each gets `<schedule>=<stream sequence>` (`=`: a KV key cannot hold `:`, and the outcome is stored under the id): its own outcome, history and dead letter
  * (a redriven firing comes back on that id's subject). A message written by hand, without
  * natskit's headers: its subject names the job.
  */
 function jobId(job: Job<Uint8Array>): string {
   const schedule = job.headers?.get(H.schedule);
-  if (schedule && job.headers?.get('Nats-Scheduler')) return `${schedule}:${job.seq}`;
+  if (schedule && job.headers?.get('Nats-Scheduler')) return `${schedule}=${job.seq}`;
   return job.headers?.get(H.id) || job.subject.slice(job.subject.lastIndexOf('.') + 1);
 }
 

@@ -25,8 +25,8 @@ const SCHEDULE_KEYS = knownKeys<ScheduleOptions<unknown>>({
 });
 
 /**
- * A schedule name is a subject token and the prefix of every fired job's id (`<name>:<seq>`,
- * within a job id's 128 characters): no dots, wildcards, spaces or `:`.
+ * A schedule name is a subject token and the prefix of every fired job's id (`<name>=<seq>`,
+ * within a job id's 128 characters): no dots, wildcards, spaces, `:` or `=`.
  */
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 /** A Go duration as the server parses it, in the units a schedule makes sense with. */

@@ -247,7 +247,7 @@ export interface Queue<D, R = unknown> {
    * Creates, or replaces, the repeatable job `name`: the server fires a job every interval or at
    * a cron expression's times (in a time zone), with no client timer. Idempotent by name across
    * processes: the same name is one schedule, and the same definition declared again (every
-   * process at start) is left alone. Fired jobs have ids `<name>:<sequence>`.
+   * process at start) is left alone. Fired jobs have ids `<name>=<sequence>`.
    * @throws NatskitError `INVALID_OPTIONS` (a bad name, interval, cron expression or time zone,
    * also when the server refuses it: nothing is stored), `VALIDATION_FAILED`, `INVALID_VALUE`,
    * `CAPABILITY_MISSING` before nats-server 2.14 (JetStream API level 4).

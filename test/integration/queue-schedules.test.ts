@@ -17,6 +17,7 @@ interface Tick {
   n: number;
 }
 const ticks = queue<Tick>({ name: 'ticks' });
+const failing = queue<Tick>({ name: 'failing', results: true });
 
 /** The hour of `date` in `timeZone`, 0-23. */
 function hourIn(timeZone: string, date = new Date()): number {
@@ -39,7 +40,7 @@ describe('queue: repeatable jobs on the server scheduler (2.15)', () => {
 
   beforeAll(async () => {
     server = await startNatsServer();
-    const options = { ...quiet, nats: { servers: server.url }, services: [ticks] };
+    const options = { ...quiet, nats: { servers: server.url }, services: [ticks, failing] };
     app = await ServiceManager.start(options);
     other = await ServiceManager.start(options);
     // Two workers in two apps share the queue's consumer: a firing run twice would show here.
@@ -61,7 +62,7 @@ describe('queue: repeatable jobs on the server scheduler (2.15)', () => {
     await waitUntil(() => runsOf('every1').length >= 4, 10_000, 'four firings');
     const fired = runsOf('every1');
     for (const r of fired) {
-      expect(r.id).toMatch(/^every1:\d+$/);
+      expect(r.id).toMatch(/^every1=\d+$/);
       expect(r.data).toEqual({ n: 1 });
     }
     expect(new Set(fired.map((r) => r.id)).size).toBe(fired.length);
@@ -175,6 +176,31 @@ describe('queue: repeatable jobs on the server scheduler (2.15)', () => {
     expect((await q.schedules()).find((s) => s.name === 'paris')?.timeZone).toBe('Europe/Paris');
     for (const s of await q.schedules()) await q.unschedule(s.name);
     expect(await q.schedules()).toEqual([]);
+  });
+
+  it("a failing firing uses the schedule's job options, dies under its own id and redrives on it", async () => {
+    const q = app.get(failing.token);
+    let fixed = false;
+    const seen: { id: string; attempt: number }[] = [];
+    await using _w = await q.work((job) => {
+      seen.push({ id: job.id, attempt: job.attempt });
+      if (!fixed) throw new Error('not yet');
+    }, fast);
+    await q.schedule('doomed', { every: '1s', data: { n: 9 }, attempts: 1 });
+    await waitUntil(() => seen.length >= 1, 5_000, 'a first firing');
+    await q.unschedule('doomed');
+    const first = seen[0]?.id ?? '';
+    expect(first).toMatch(/^doomed=\d+$/);
+    // attempts: 1 from the schedule (the queue's default is 3): dead after one run.
+    expect(await q.result(first, { timeoutMs: 5_000 })).toMatchObject({
+      state: 'dead',
+      reason: 'failed',
+    });
+    expect((await q.deadJobs()).map((d) => d.id)).toContain(first);
+    fixed = true;
+    expect(await q.redrive(first)).toBe(true);
+    expect(await q.result(first, { timeoutMs: 5_000 })).toMatchObject({ state: 'completed' });
+    expect(seen.filter((r) => r.id === first).map((r) => r.attempt)).toEqual([1, 1]);
   });
 
   it('refuses bad input with INVALID_OPTIONS naming the field, and stores nothing', async () => {
