@@ -142,6 +142,9 @@ export type {
   QueueWorkerOptions,
   QueueWorkerStats,
   ResultOptions,
+  ScheduledJob,
+  ScheduleInfo,
+  ScheduleOptions,
 } from './queue/mod.js';
 export { QUEUE_DEFAULTS, queue, unrecoverable } from './queue/mod.js';
 export type { RetryOptions } from './retry/retry.js';

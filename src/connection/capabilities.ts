@@ -22,6 +22,8 @@ export const FEATURES = Object.freeze({
   consumerPause: { apiLevel: 1, server: '2.11' },
   /** Message scheduling (ADR-51, `Nats-Schedule: @at`): delayed jobs. */
   msgSchedules: { apiLevel: 2, server: '2.12' },
+  /** Repeating message schedules (`@every`, cron, `Nats-Schedule-Time-Zone`): repeatable jobs. */
+  repeatSchedules: { apiLevel: 4, server: '2.14' },
   /** Distributed counters. */
   counters: { apiLevel: 2, server: '2.12' },
   /** Fast-ingest batches and batch commit with `eob`. */

@@ -23,6 +23,12 @@ export const ApiCode = Object.freeze({
   /** A message of the batch is missing (refused, or sent where no stream listens). */
   BatchIncomplete: 10176,
   BatchTooLarge: 10199,
+  /** "message schedules pattern is invalid" (ADR-51): a bad `@every` or cron expression. */
+  SchedulePatternInvalid: 10189,
+  /** "message schedules target is invalid". */
+  ScheduleTargetInvalid: 10190,
+  /** "message schedules time zone is invalid": a zone the server cannot load. */
+  ScheduleTimeZoneInvalid: 10223,
 });
 
 /** True when `err` is a JetStream API error with one of `codes`. */

@@ -105,7 +105,8 @@ function dueAt(o: AddOptions, now: number): Date | undefined {
   return undefined;
 }
 
-function userHeaders(value: unknown): Record<string, string> {
+/** Checks the caller's headers: natskit's rules, and no reserved `Nats-`/`Natskit-` prefix. */
+export function userHeaders(value: unknown): Record<string, string> {
   const list = checkHeaders(
     value as Readonly<Record<string, string>> | undefined,
     'options.headers',

@@ -28,4 +28,7 @@ export type {
   QueueWorkerOptions,
   QueueWorkerStats,
   ResultOptions,
+  ScheduledJob,
+  ScheduleInfo,
+  ScheduleOptions,
 } from './types.js';

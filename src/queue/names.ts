@@ -24,6 +24,10 @@ export interface QueueNames {
   dead(id: string): string;
   /** `queue.<name>.attempts.<id>`: one message per failed attempt of one job. */
   attempts(id: string): string;
+  /** `queue.<name>.schedules.<schedule>`: the server-side schedule of one repeatable job. */
+  schedule(name: string): string;
+  /** `queue.<name>.ready.schedule=<schedule>`: where the server stores each firing. */
+  scheduleTarget(name: string): string;
 }
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -50,6 +54,8 @@ export function queueNames(name: unknown): QueueNames {
     delayed: (id) => `${base}.delayed.${id}`,
     dead: (id) => `${base}.dead.${id}`,
     attempts: (id) => `${base}.attempts.${id}`,
+    schedule: (s) => `${base}.schedules.${s}`,
+    scheduleTarget: (s) => `${base}.ready.schedule=${s}`,
   };
 }
 
@@ -73,4 +79,8 @@ export const H = Object.freeze({
   backoff: 'Natskit-Job-Backoff',
   runAt: 'Natskit-Job-Run-At',
   addedAt: 'Natskit-Job-Added-At',
+  /** The repeatable schedule a job was fired by (its name). */
+  schedule: 'Natskit-Schedule',
+  /** A digest of a schedule's definition: declaring the same one again changes nothing. */
+  scheduleDigest: 'Natskit-Schedule-Digest',
 });

@@ -18,6 +18,7 @@ import { pausedState, pauseQueue, resumeQueue } from './pause.js';
 import { addBulk, addOne } from './producer.js';
 import { startQueueWorker } from './queue-worker.js';
 import { type ResolvedResults, ResultStore } from './results.js';
+import { listSchedules, putSchedule, removeSchedule } from './schedules.js';
 import type {
   AddedJob,
   AddOptions,
@@ -34,6 +35,9 @@ import type {
   QueueWorker,
   QueueWorkerOptions,
   ResultOptions,
+  ScheduledJob,
+  ScheduleInfo,
+  ScheduleOptions,
 } from './types.js';
 
 /** A queue's options once validated. */
@@ -91,7 +95,7 @@ export class QueueService<D, R = unknown> implements Queue<D, R>, Service {
     const features = this.#connection.capabilities.features;
     const main: Partial<StreamConfig> & { name: string } = {
       name: names.stream,
-      subjects: [names.readyAll, names.delayed('*')],
+      subjects: [names.readyAll, names.delayed('*'), names.schedule('*')],
       retention: RetentionPolicy.Workqueue,
       duplicate_window: nanos(this.#q.dedupeWindowMs),
       num_replicas: replicas,
@@ -143,6 +147,34 @@ export class QueueService<D, R = unknown> implements Queue<D, R>, Service {
       },
       jobs,
     );
+  }
+
+  async schedule(name: string, options: ScheduleOptions<D>): Promise<ScheduledJob> {
+    const plan = this.#plan();
+    return putSchedule(
+      {
+        ...plan,
+        jsm: this.#streams.jsm,
+        requireSchedules: () =>
+          this.#connection.requireFeature(
+            'repeatSchedules',
+            `a repeatable job on queue ${this.name}`,
+          ),
+        publish: (subject, data, o) => this.#streams.publish(subject, data, o),
+      },
+      name,
+      options,
+    );
+  }
+
+  async unschedule(name: string): Promise<boolean> {
+    this.#plan();
+    return removeSchedule(this.#streams.jsm, this.#q.names, name);
+  }
+
+  async schedules(): Promise<ScheduleInfo<D>[]> {
+    this.#plan();
+    return listSchedules(this.#streams.jsm, this.#q.names, this.#q.codec);
   }
 
   async work(handler: JobHandler<D, R>, options?: QueueWorkerOptions<D>): Promise<QueueWorker> {

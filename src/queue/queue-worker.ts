@@ -88,6 +88,18 @@ function dateHeader(job: Job<Uint8Array>, name: string): Date | undefined {
 }
 
 /**
+ * A job's id. Every firing of a repeatable schedule lands on the same subject with the same
+ * headers, so each gets `<schedule>=<stream sequence>` (`=`: a KV key cannot hold `:`, and the outcome is stored under the id): its own outcome, history and dead letter
+ * (a redriven firing comes back on that id's subject). A message written by hand, without
+ * natskit's headers: its subject names the job.
+ */
+function jobId(job: Job<Uint8Array>): string {
+  const schedule = job.headers?.get(H.schedule);
+  if (schedule && job.headers?.get('Nats-Scheduler')) return `${schedule}=${job.seq}`;
+  return job.headers?.get(H.id) || job.subject.slice(job.subject.lastIndexOf('.') + 1);
+}
+
+/**
  * Runs a queue's handler on the stream worker: decodes and validates the payload, retries a
  * failed attempt after the job's backoff (a nak with delay), records each failure, and moves a
  * job that exhausted its attempts, threw `unrecoverable()`, cannot be decoded, or stalled too
@@ -139,8 +151,7 @@ export async function startQueueWorker<D, R>(
   };
 
   const run = async (job: Job<Uint8Array>, signal: AbortSignal): Promise<void> => {
-    // A message written by hand, without natskit's headers: its subject names the job.
-    const id = job.headers?.get(H.id) || job.subject.slice(job.subject.lastIndexOf('.') + 1);
+    const id = jobId(job);
     const { attempts } = jobPolicy(job, ctx.defaults);
     if (job.deliveryCount > attempts + maxStalls) {
       const why = `delivered ${job.deliveryCount} times without finishing (attempts ${attempts}, maxStalls ${maxStalls})`;
@@ -163,6 +174,7 @@ export async function startQueueWorker<D, R>(
       ),
       addedAt: dateHeader(job, H.addedAt),
       runAt: dateHeader(job, H.runAt),
+      schedule: job.headers?.get(H.schedule) || undefined,
       progress: async (value) => {
         assertJsonSafe(value); // INVALID_VALUE before anything is sent
         ctx.emit({ type: 'progress', id, attempt: job.deliveryCount, value, at: new Date() });
@@ -220,7 +232,7 @@ export async function startQueueWorker<D, R>(
   /** The delay before the next attempt, announced in a `failed` event. */
   const retryDelayMs = (failures: number, job: Job<Uint8Array>, err: unknown): number => {
     const ms = nextDelay(failures, job, err);
-    const id = jobs.get(job.msg)?.id ?? job.subject.slice(job.subject.lastIndexOf('.') + 1);
+    const id = jobs.get(job.msg)?.id ?? jobId(job);
     ctx.emit({
       type: 'failed',
       id,
