@@ -32,7 +32,8 @@ export interface QueueNames {
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 /** A job id becomes a subject token and a message id: no dots, wildcards or spaces. */
-const JOB_ID = /^[A-Za-z0-9_=:-]{1,128}$/;
+// A job id is a subject token and a key of the results bucket: KV keys take no ':'.
+const JOB_ID = /^[A-Za-z0-9_=-]{1,128}$/;
 
 /** The names of queue `name`. @throws NatskitError `INVALID_OPTIONS` for a bad name. */
 export function queueNames(name: unknown): QueueNames {
@@ -64,7 +65,7 @@ export function checkJobId(field: string, id: unknown): string {
   if (typeof id !== 'string' || !JOB_ID.test(id)) {
     throw new NatskitError(
       'INVALID_OPTIONS',
-      `${field} must be 1-128 letters, digits, '_', '-', '=' or ':' (it becomes a subject token), got ${describeValue(id)}`,
+      `${field} must be 1-128 letters, digits, '_', '-' or '=' (it becomes a subject token and a KV key), got ${describeValue(id)}`,
       { details: { field } },
     );
   }

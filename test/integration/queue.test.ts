@@ -133,6 +133,8 @@ describe('queue: producer and round trip', () => {
       ],
       [() => q.add({}, { jobId: 'has.dot' }), 'INVALID_OPTIONS', 'options.jobId'],
       [() => q.add({}, { jobId: '' }), 'INVALID_OPTIONS', 'options.jobId'],
+      // A KV key takes no ':': such a job's outcome could never be stored.
+      [() => q.add({}, { jobId: 'a:b' }), 'INVALID_OPTIONS', 'options.jobId'],
       [() => q.add({}, { headers: { 'bad name': 'x' } }), 'INVALID_OPTIONS', 'options.headers'],
       [() => q.add({}, { headers: { 'Nats-Msg-Id': 'x' } }), 'INVALID_OPTIONS', 'options.headers'],
       [
