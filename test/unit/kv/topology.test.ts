@@ -52,7 +52,7 @@ describe('bucket topology (mirror and sources)', () => {
     expect(diffBucket(s, { sources: [{ bucket: 'east' }, { bucket: 'west' }] })).toEqual([]);
   });
 
-  it('maps the server refusing a create to INVALID_OPTIONS naming the field; other errors pass', () => {
+  it('maps the server refusing a create to INVALID_OPTIONS naming the field, other refusals with their code; non-API errors pass', () => {
     const apiError = (code: number) =>
       new JetStreamApiError({ code: 400, err_code: code, description: 'refused' });
     const placement = createError('b', { placement: { tags: ['x'] } }, apiError(10005));
@@ -63,8 +63,10 @@ describe('bucket topology (mirror and sources)', () => {
       apiCode: 10005,
     });
     expect((createError('b', {}, apiError(10005)) as NatskitError).details?.field).toBe('replicas');
-    const other = apiError(10047);
-    expect(createError('b', {}, other)).toBe(other);
+    // Any other refusal of the create is typed too, with the server's code and text.
+    const other = createError('b', {}, apiError(10047));
+    expect(NatskitError.is(other, 'INVALID_OPTIONS')).toBe(true);
+    expect((other as NatskitError).details).toMatchObject({ apiCode: 10047, bucket: 'b' });
     expect(createError('b', {}, null)).toBe(null);
   });
 });
