@@ -193,13 +193,13 @@ describe('dead links (through the fault proxy)', () => {
     expect(notReadyAt, '/readyz never fell').toBeDefined();
     expect((notReadyAt as number) - cut).toBeLessThan(replacedMs);
     // Writes, transactions and the endpoint resume on the new connection.
-    const after = (xs: number[], ms = 0) => xs.some((t) => t > (replaced as number) + ms);
-    await waitUntil(() => after(acks.map((a) => a.at)), 10_000, 'a write acknowledged after');
+    const since = (xs: number[], ms = 0) => xs.some((t) => t > (replaced as number) + ms);
+    await waitUntil(() => since(acks.map((a) => a.at)), 10_000, 'a write acknowledged after');
     // A transaction whose commit was cut off by the black hole has an unknown outcome: it is
     // decided within the late-reply window (LATE_REPLY_MS + 1 s from the commit) before the
     // transaction runs again, so the next commit can come up to ~16 s after the cut.
-    await waitUntil(() => after(txs), LATE_REPLY_MS + 5_000, 'a transaction committed after');
-    await waitUntil(() => after(answered, 500), 10_000, 'an endpoint request answered after');
+    await waitUntil(() => since(txs), LATE_REPLY_MS + 5_000, 'a transaction committed after');
+    await waitUntil(() => since(answered, 500), 10_000, 'an endpoint request answered after');
     const writesBackMs =
       (acks.find((a) => a.at > (replaced as number))?.at as number) - (replaced as number);
     expect(writesBackMs).toBeLessThan(2_000);
