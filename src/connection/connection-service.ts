@@ -13,6 +13,7 @@ import {
   type Feature,
   requireFeature,
 } from './capabilities.js';
+import { toClientOptions } from './client-options.js';
 import { connectionHealth } from './connection-health.js';
 import { firstConnect } from './first-connect.js';
 import { InFlightRequests } from './in-flight.js';
@@ -23,7 +24,6 @@ import {
   jetstreamApiPrefix,
   redactUrl,
   resolveConnectionOptions,
-  toClientOptions,
 } from './options.js';
 
 /** The connection's state. */
