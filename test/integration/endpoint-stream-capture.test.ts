@@ -21,11 +21,11 @@ async function failure(p: Promise<unknown>): Promise<NatskitError> {
   return err;
 }
 
-const ordersApi = () =>
+const ordersApi = (handler: () => unknown = () => ({ id: 'o-1' })) =>
   endpoints({
     name: 'orders',
     version: '1.0.0',
-    endpoints: () => ({ get: endpoint({ handler: () => ({ id: 'o-1' }) }) }),
+    endpoints: () => ({ get: endpoint({ handler }) }),
   });
 
 describe('an endpoint subject a stream captures', () => {
@@ -106,11 +106,17 @@ describe('an endpoint subject a stream captures', () => {
   });
 
   it('the client turns a publish ack for a reply into PUBLISH_FAILED', async () => {
-    // The stream comes after the endpoints started, so the start check could not see it.
+    // The stream comes after the endpoints started, so the start check could not see it. The
+    // handler holds its replies until the end: with two responders the first reply wins, and a
+    // loaded CI run saw the handler's reply come before JetStream's ack.
+    let release = () => {};
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
     const app = await ServiceManager.start({
       ...quiet,
       nats: { servers: server.url },
-      services: [ordersApi()],
+      services: [ordersApi(() => held.then(() => ({ id: 'o-1' })))],
     });
     const jsm = await jetstreamManager(nc);
     try {
@@ -123,6 +129,7 @@ describe('an endpoint subject a stream captures', () => {
         expect(err.message).toContain('captured the request');
       }
     } finally {
+      release();
       await jsm.streams.delete('AUDIT2').catch(() => undefined);
       await app.stop();
     }
